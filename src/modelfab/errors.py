@@ -1,0 +1,33 @@
+"""User-facing errors: one clear line and a specific exit code, never a deep traceback."""
+
+from __future__ import annotations
+
+
+class ModelfabError(Exception):
+    """Base class for errors that the CLI prints as one line and exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class InputError(ModelfabError):
+    """Bad user input: missing file or field, empty or undecodable data, unusable labels."""
+
+    exit_code = 2
+
+
+class NotFoundError(ModelfabError):
+    """A named dataset, scenario, model or bundle does not exist."""
+
+    exit_code = 3
+
+
+class IntegrityError(ModelfabError):
+    """An artifact does not match its manifest or checksum."""
+
+    exit_code = 4
+
+
+class EnvironmentProblem(ModelfabError):
+    """Something the machine lacks (a model package, an apt index) that the user can fix."""
+
+    exit_code = 5

@@ -1,0 +1,24 @@
+"""Where modelfab keeps things: MODELFAB_HOME (default ./.modelfab) holds registry and artifacts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The modelfab home directory, created on first use."""
+    root = Path(os.environ.get("MODELFAB_HOME", ".modelfab")).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def registry_url() -> str:
+    """SQLAlchemy URL of the registry; SQLite inside MODELFAB_HOME unless MODELFAB_REGISTRY_URL."""
+    return os.environ.get("MODELFAB_REGISTRY_URL") or f"sqlite:///{home() / 'registry.sqlite'}"
+
+
+def artifacts() -> Path:
+    path = home() / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,1 @@
+"""modelfab.report"""
