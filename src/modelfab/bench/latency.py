@@ -1,0 +1,141 @@
+"""Latency and throughput of a classifier: warm up, time per call, report percentiles/medians.
+
+Each phase stops early once its share of `max_seconds` is spent, so one bench call is bounded;
+the result says how many calls were actually timed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from modelfab.atomic import write_text
+from modelfab.errors import InputError
+
+
+def bench_callable(
+    fn_batch1: Callable[[], object],
+    fn_batch32: Callable[[], object],
+    warmup: int = 10,
+    repeats: int = 10,
+    *,
+    b1_calls: int = 200,
+    batch_size: int = 32,
+    max_seconds: float = 8.0,
+) -> dict:
+    """Time `fn_batch1` per call (p50/p99 over up to `b1_calls` calls) and `fn_batch32`
+    (median over up to `repeats` calls, as texts/s for `batch_size` texts per call).
+
+    Half of `max_seconds` goes to each phase, warm-up included; each phase times at least one call.
+    """
+    if warmup < 0 or repeats < 1 or b1_calls < 1 or batch_size < 1 or max_seconds <= 0:
+        raise InputError("bench_callable needs warmup >= 0, repeats, b1_calls, batch_size >= 1")
+    clock = time.perf_counter
+    budget = max_seconds / 2
+
+    def timed(fn, n_warmup: int, n: int) -> list[float]:
+        deadline = clock() + budget
+        for _ in range(n_warmup):
+            fn()
+        seconds = []
+        while len(seconds) < n and (not seconds or clock() < deadline):
+            start = clock()
+            fn()
+            seconds.append(clock() - start)
+        return seconds
+
+    b1 = np.array(timed(fn_batch1, warmup, b1_calls)) * 1e3
+    b32 = np.array(timed(fn_batch32, min(warmup, 2), repeats))
+    return {
+        "latency_b1_p50_ms": float(np.percentile(b1, 50)),
+        "latency_b1_p99_ms": float(np.percentile(b1, 99)),
+        "latency_b1_mean_ms": float(b1.mean()),
+        "b1_calls": int(b1.size),
+        "throughput_b32": float(batch_size / np.median(b32)),
+        "latency_b32_p50_ms": float(np.median(b32) * 1e3),
+        "b32_repeats": int(b32.size),
+        "batch_size": batch_size,
+        "warmup": warmup,
+        # A p99 over fewer than 200 calls is mostly the maximum: flag it.
+        "truncated": bool(b1.size < b1_calls or b32.size < repeats),
+    }
+
+
+def _batch(texts: Sequence[str], batch_size: int) -> list[str]:
+    """`batch_size` texts, cycling through `texts`."""
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError("benchmark texts must be a non-empty list of strings")
+    return [texts[i % len(texts)] for i in range(batch_size)]
+
+
+def _cycle_single(texts: Sequence[str]) -> Callable[[], list[str]]:
+    """Each call returns the next text, so single-text timings see varied lengths."""
+    state = {"i": 0}
+
+    def next_one() -> list[str]:
+        text = texts[state["i"] % len(texts)]
+        state["i"] += 1
+        return [text]
+
+    return next_one
+
+
+def bench_bundle(path: Path, texts: Sequence[str], threads: int = 1, **kwargs) -> dict:
+    """End-to-end timing of a bundle (tokenization + onnxruntime + softmax)."""
+    from modelfab.export.runtime import BundlePredictor
+
+    batch = _batch(texts, kwargs.get("batch_size", 32))
+    predictor = BundlePredictor(path, threads=threads)
+    single = _cycle_single(texts)
+    result = bench_callable(
+        lambda: predictor.predict_proba(single()),
+        lambda: predictor.predict_proba(batch),
+        **kwargs,
+    )
+    return {"backend": "onnxruntime", "model": str(path), "threads": threads, **result}
+
+
+def bench_torch(
+    model, tokenizer, texts: Sequence[str], max_length: int, threads: int = 1, **kwargs
+) -> dict:
+    """End-to-end timing of the PyTorch fp32 model (HF tokenization + forward), the baseline."""
+    import torch
+
+    batch = _batch(texts, kwargs.get("batch_size", 32))
+    single = _cycle_single(texts)
+
+    def run(batch_texts: list[str]):
+        enc = tokenizer(
+            batch_texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return torch.softmax(logits.float(), dim=-1)
+
+    previous_threads, was_training = torch.get_num_threads(), model.training
+    torch.set_num_threads(threads)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            result = bench_callable(lambda: run(single()), lambda: run(batch), **kwargs)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    return {"backend": "torch-fp32", "threads": threads, **result}
+
+
+def compare(result: dict, baseline: dict) -> dict:
+    """Speed-ups of `result` over `baseline` (> 1 means faster)."""
+    return {
+        "latency_b1_p50_speedup": baseline["latency_b1_p50_ms"] / result["latency_b1_p50_ms"],
+        "latency_b1_p99_speedup": baseline["latency_b1_p99_ms"] / result["latency_b1_p99_ms"],
+        "throughput_b32_speedup": result["throughput_b32"] / baseline["throughput_b32"],
+    }
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write benchmark results as JSON, atomically."""
+    write_text(Path(path), json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,229 @@
+"""A typed scenario spec (which text, which label, which rows, which split) and its rows.
+
+The spec is the unit of caching and reproducibility: `fingerprint()` hashes it, and
+`materialize(spec, df)` is deterministic for a given spec and dataset version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelfab.data.splitting import group_stratified_assign
+from modelfab.errors import InputError
+
+
+class DerivedLabel(BaseModel):
+    """The label is the one tag of a debtags facet: facet "interface" + "interface::x11" -> x11."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["facet"] = "facet"
+    field: str = "tags"
+    facet: str
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_class_count: int = Field(default=1, ge=1)
+    max_per_class: int | None = Field(default=None, ge=1)
+    include_classes: list[str] | None = None
+    exclude_classes: list[str] = Field(default_factory=list)
+    min_text_chars: int = Field(default=1, ge=0)
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["stratified", "group"] = "stratified"
+    group_field: str | None = None
+    test_frac: float = Field(default=0.2, gt=0, lt=1)
+    val_frac: float = Field(default=0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitSpec:
+        if self.kind == "group" and not self.group_field:
+            raise ValueError("split kind 'group' needs group_field")
+        if self.test_frac + self.val_frac >= 1:
+            raise ValueError("test_frac + val_frac must be below 1")
+        return self
+
+
+class ScenarioSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    dataset: str
+    text_fields: list[str] = Field(min_length=1)
+    label_field: str | None = None
+    derived_label: DerivedLabel | None = None
+    filters: Filters = Field(default_factory=lambda: Filters())
+    split: SplitSpec = Field(default_factory=lambda: SplitSpec())
+    seed: int = 0
+    labels_per_class: int | None = Field(default=None, ge=1)
+    unlabeled_pool: int = Field(default=0, ge=0)
+    max_text_chars: int = Field(default=2000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_label(self) -> ScenarioSpec:
+        if (self.label_field is None) == (self.derived_label is None):
+            raise ValueError("give exactly one of label_field and derived_label")
+        return self
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON of the spec, defaults included."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ScenarioSpec:
+        """Validate `data`, turning pydantic's multi-line report into one InputError line."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            raise InputError(f"scenario spec: {where}: {first['msg']}") from None
+
+
+@dataclasses.dataclass
+class ScenarioData:
+    """Splits with columns text, label, group, row_id; `unlabeled` has no label column."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    unlabeled: pd.DataFrame
+    classes: list[str]
+    max_text_chars: int = 2000
+
+
+LABELED = ["text", "label", "group", "row_id"]
+UNLABELED = ["text", "group", "row_id"]
+
+
+def _check_fields(spec: ScenarioSpec, df: pd.DataFrame) -> None:
+    needed = list(spec.text_fields)
+    needed.append(spec.label_field or spec.derived_label.field)  # type: ignore[union-attr]
+    if spec.split.kind == "group":
+        needed.append(spec.split.group_field)  # type: ignore[arg-type]
+    available = ", ".join(map(str, df.columns))
+    for field in needed:
+        if field not in df.columns:
+            raise InputError(
+                f"scenario {spec.name!r}: field {field!r} not in dataset {spec.dataset!r} "
+                f"(available: {available})"
+            )
+
+
+def _facet_label(value: object, facet: str) -> str | None:
+    """The single tag of `facet` in `value` without its prefix, or None (zero or several)."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple | np.ndarray):
+        return None
+    prefix = f"{facet}::"
+    hits = [str(t).strip()[len(prefix) :] for t in value if str(t).strip().startswith(prefix)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    return series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
+
+
+def _rows(spec: ScenarioSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """text, label (None where underivable), group, row_id for every source row."""
+    parts = [_as_text(df[f]).str.strip() for f in spec.text_fields]
+    text = [
+        "\n".join(p for p in row if p)[: spec.max_text_chars] for row in zip(*parts, strict=True)
+    ]
+    if spec.derived_label is not None:
+        facet = spec.derived_label.facet
+        label = [_facet_label(v, facet) for v in df[spec.derived_label.field]]
+    else:
+        label = [s or None for s in _as_text(df[spec.label_field]).str.strip()]
+    row_id = np.arange(len(df))
+    if spec.split.group_field:
+        raw = _as_text(df[spec.split.group_field]).str.strip()
+        group = [g or f"row:{i}" for i, g in zip(row_id, raw, strict=True)]
+    else:
+        group = [str(i) for i in row_id]
+    return pd.DataFrame({"text": text, "label": label, "group": group, "row_id": row_id})
+
+
+def _filter(spec: ScenarioSpec, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(kept rows, rows dropped only by max_per_class: the first unlabeled candidates)."""
+    f = spec.filters
+    rows = rows[rows["label"].notna()]
+    rows = rows[rows["text"].str.strip().str.len() >= f.min_text_chars]
+    if f.include_classes is not None:
+        rows = rows[rows["label"].isin(f.include_classes)]
+    rows = rows[~rows["label"].isin(f.exclude_classes)]
+    counts = rows["label"].value_counts()
+    rows = rows[rows["label"].isin(counts[counts >= f.min_class_count].index)]
+    if f.max_per_class is None:
+        return rows, rows.iloc[:0]
+    rng = np.random.default_rng(spec.seed)
+    order = rows.iloc[rng.permutation(len(rows))]
+    rank = order.groupby("label", sort=False).cumcount()
+    kept = order[rank < f.max_per_class].sort_values("row_id")
+    return kept, order[rank >= f.max_per_class]
+
+
+def _few_shot(spec: ScenarioSpec, train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(labels_per_class train rows per class, the rest of train, labels to be hidden)."""
+    if spec.labels_per_class is None:
+        return train, train.iloc[:0]
+    rng = np.random.default_rng(spec.seed + 1)
+    order = train.iloc[rng.permutation(len(train))]
+    rank = order.groupby("label", sort=False).cumcount()
+    return order[rank < spec.labels_per_class].sort_values("row_id"), order[
+        rank >= spec.labels_per_class
+    ]
+
+
+def materialize(spec: ScenarioSpec, df: pd.DataFrame) -> ScenarioData:
+    """Build the scenario's train/val/test/unlabeled frames from a dataset's rows."""
+    _check_fields(spec, df)
+    rows, overflow = _filter(spec, _rows(spec, df.reset_index(drop=True)))
+    if len(rows) == 0:
+        raise InputError(f"scenario {spec.name!r}: no rows left after label derivation/filters")
+    counts = rows["label"].value_counts()
+    if (counts < 2).any():
+        rare = sorted(counts[counts < 2].index)
+        raise InputError(
+            f"scenario {spec.name!r}: class {rare[0]!r} has fewer than 2 examples "
+            f"({len(rare)} such classes); raise filters.min_class_count to drop them"
+        )
+    fracs = {
+        "train": 1 - spec.split.test_frac - spec.split.val_frac,
+        "val": spec.split.val_frac,
+        "test": spec.split.test_frac,
+    }
+    rows = rows.assign(
+        split=group_stratified_assign(
+            rows["label"].tolist(), rows["group"].tolist(), fracs, spec.seed
+        )
+    )
+    train, moved = _few_shot(spec, rows[rows["split"] == "train"])
+    held_out_groups = set(rows.loc[rows["split"] != "train", "group"])
+    pool = pd.concat([overflow, moved])
+    pool = pool[~pool["group"].isin(held_out_groups)].head(spec.unlabeled_pool)
+
+    def labeled(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[LABELED].reset_index(drop=True)
+
+    return ScenarioData(
+        train=labeled(train),
+        val=labeled(rows[rows["split"] == "val"]),
+        test=labeled(rows[rows["split"] == "test"]),
+        unlabeled=pool[UNLABELED].reset_index(drop=True),
+        classes=sorted(rows["label"].unique().tolist()),
+        max_text_chars=spec.max_text_chars,
+    )

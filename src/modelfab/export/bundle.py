@@ -1,0 +1,171 @@
+"""Write a self-contained serving bundle: int8 ONNX + tokenizer + labels + card + manifest.
+
+Each format boundary is checked: tokenizer (HF vs the bundle's tokenizers.Tokenizer, exact ids),
+PyTorch -> fp32 ONNX (max |logit diff| <= atol, else IntegrityError), fp32 -> int8 (argmax
+agreement and max probability difference on calib_texts, recorded in card.json).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modelfab.atomic import staged_dir, write_text
+from modelfab.errors import InputError, IntegrityError
+from modelfab.export import onnx_export
+from modelfab.export.manifest import (
+    CARD,
+    LABELS,
+    MODEL,
+    PREPROCESS,
+    TOKENIZER,
+    verify_bundle,
+    write_manifest,
+)
+from modelfab.export.runtime import encode, load_tokenizer, softmax
+
+__all__ = ["BundleInfo", "export_bundle", "verify_bundle"]
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    path: Path
+    size_bytes: int  # all bundle files, manifest included
+    fp32_size: int  # the fp32 ONNX, kept out of the bundle
+    int8_size: int
+    parity: dict  # check_parity() of PyTorch vs fp32 ONNX
+
+
+def _write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def _check_inputs(labels, card, max_length, calib_texts) -> None:
+    if not labels or not all(isinstance(x, str) and x for x in labels):
+        raise InputError("labels must be a non-empty list of non-empty strings")
+    if len(set(labels)) != len(labels):
+        raise InputError("labels must be unique")
+    if not isinstance(card, dict):
+        raise InputError("card must be a dict")
+    try:
+        json.dumps(card)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"card is not JSON-serializable: {exc}") from None
+    if max_length < 2:
+        raise InputError(f"max_length must be >= 2, got {max_length}")
+    if not calib_texts or not all(isinstance(t, str) for t in calib_texts):
+        raise InputError("calib_texts must be a non-empty list of strings")
+
+
+def _preprocess(tokenizer, max_length: int) -> dict:
+    if tokenizer.pad_token_id is None:
+        raise InputError("tokenizer has no pad token")
+    return {
+        "max_length": int(max_length),
+        "pad_id": int(tokenizer.pad_token_id),
+        "pad_token": str(tokenizer.pad_token),
+        "padding_side": str(getattr(tokenizer, "padding_side", "right")),
+        # Lower-casing and accent stripping live in tokenizer.json's normalizer.
+        "input_names": list(onnx_export.INPUT_NAMES),
+        "output": "logits",
+    }
+
+
+def _check_tokenizer(tokenizer, bundle_inputs: dict[str, np.ndarray], texts, max_length) -> None:
+    """The bundle tokenizer must give the ids the model was trained/evaluated with."""
+    ref = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np"
+    )
+    for name in onnx_export.INPUT_NAMES:
+        if not np.array_equal(np.asarray(ref[name], dtype=np.int64), bundle_inputs[name]):
+            raise IntegrityError(
+                f"bundle {TOKENIZER} encodes calib_texts differently from the source tokenizer "
+                f"({name})"
+            )
+
+
+def export_bundle(
+    model: torch.nn.Module,
+    tokenizer,
+    labels: list[str],
+    out_dir: Path,
+    card: dict,
+    max_length: int,
+    calib_texts: list[str],
+    *,
+    atol: float = onnx_export.DEFAULT_ATOL,
+    opset: int = onnx_export.DEFAULT_OPSET,
+    min_int8_agreement: float = 0.0,
+) -> BundleInfo:
+    """Export `model` + `tokenizer` (a HF fast tokenizer) as a bundle at `out_dir`, atomically.
+
+    `card` is copied into card.json with an added (replaced, if present) "export" section.
+    Raises IntegrityError if fp32 parity exceeds `atol` or int8 argmax agreement on calib_texts
+    is below `min_int8_agreement`; nothing is left at `out_dir` then.
+    """
+    _check_inputs(labels, card, max_length, calib_texts)
+    out_dir = Path(out_dir)
+    preprocess = _preprocess(tokenizer, max_length)
+    with (
+        staged_dir(out_dir) as stage,
+        tempfile.TemporaryDirectory(prefix="modelfab-export-") as tmp,
+    ):
+        tokenizer.backend_tokenizer.save(str(stage / TOKENIZER))
+        _write_json(stage / PREPROCESS, preprocess)
+        _write_json(stage / LABELS, list(labels))
+        inputs = encode(load_tokenizer(stage / TOKENIZER, preprocess), calib_texts)
+        _check_tokenizer(tokenizer, inputs, calib_texts, max_length)
+        n_outputs = onnx_export.torch_logits(model, inputs).shape[1]
+        if n_outputs != len(labels):
+            raise InputError(f"model has {n_outputs} outputs but {len(labels)} labels")
+
+        fp32_path = onnx_export.export_onnx(model, Path(tmp) / "model.fp32.onnx", max_length, opset)
+        parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
+        # Quantize outside the stage so no intermediate file can slip into the manifest.
+        int8_tmp = onnx_export.quantize_int8(fp32_path, Path(tmp) / "model.int8.onnx")
+        int8_path = Path(shutil.move(int8_tmp, stage / MODEL))
+
+        p32 = softmax(onnx_export.onnx_logits(fp32_path, inputs))
+        p8 = softmax(onnx_export.onnx_logits(int8_path, inputs))
+        agreement = float(np.mean(p32.argmax(axis=1) == p8.argmax(axis=1)))
+        if agreement < min_int8_agreement:
+            raise IntegrityError(
+                f"int8 model agrees with fp32 on {agreement:.1%} of calib_texts "
+                f"< required {min_int8_agreement:.1%}"
+            )
+        fp32_size, int8_size = fp32_path.stat().st_size, int8_path.stat().st_size
+        export = {
+            "format": "onnx",
+            "opset": opset,
+            "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+            "quantization": {"method": "dynamic", "weights": "QInt8", "ops": ["MatMul", "Gather"]},
+            "max_length": int(max_length),
+            "parity_fp32_vs_torch": {
+                "max_abs_diff": parity["max_abs_diff"],
+                "atol": atol,
+                "n_texts": len(calib_texts),
+            },
+            "int8_vs_fp32": {
+                "argmax_agreement": agreement,
+                "min_agreement": min_int8_agreement,
+                "max_prob_diff": float(np.max(np.abs(p32 - p8))),
+                "n_texts": len(calib_texts),
+            },
+            "sizes": {
+                "fp32_onnx_bytes": fp32_size,
+                "int8_onnx_bytes": int8_size,
+                "int8_ratio": int8_size / fp32_size,
+            },
+        }
+        _write_json(stage / CARD, {**card, "export": export})
+        write_manifest(stage)
+        size_bytes = sum(p.stat().st_size for p in stage.iterdir() if p.is_file())
+    return BundleInfo(
+        path=out_dir, size_bytes=size_bytes, fp32_size=fp32_size, int8_size=int8_size, parity=parity
+    )
