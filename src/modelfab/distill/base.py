@@ -1,0 +1,72 @@
+"""The student family interface and the knowledge-distillation loss.
+
+A student is fitted on soft labels from the adapted teacher over labeled and unlabeled texts
+(plus hard labels where a human gave one) and ends as a torch module
+`(input_ids, attention_mask) -> logits` with a HF fast tokenizer, ready for `export_bundle`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class DistillData:
+    texts: list[str]  # labeled train texts first, then the unlabeled pool
+    soft: np.ndarray  # (N, C) teacher probabilities at temperature 1
+    hard: np.ndarray  # (N,) class index, -1 where no human label
+    teacher_logits: np.ndarray  # (N, C)
+    val_texts: list[str]
+    val_y: np.ndarray
+    n_classes: int
+    teacher_features: np.ndarray | None = None  # (N, D) pooled teacher embeddings, if any
+    teacher_head: nn.Module | None = None  # adapted head over teacher features, if any
+
+
+class Student(Protocol):
+    family: str
+    max_length: int
+    tokenizer: object
+
+    def fit(self, data: DistillData) -> Student: ...
+
+    def module(self) -> nn.Module: ...
+
+    def recipe(self) -> dict: ...
+
+
+def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between student and teacher embeddings: a 384-number target per text
+    carries far more signal than C class probabilities, so small data goes further."""
+    return (1 - nn.functional.cosine_similarity(student_features, teacher_features, dim=-1)).mean()
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    hard: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(hard) on labeled rows.
+
+    Hinton et al. (2015): the T^2 factor keeps soft-target gradients on the scale of the hard
+    loss as T changes.
+    """
+    t = temperature
+    soft = nn.functional.kl_div(
+        nn.functional.log_softmax(student_logits / t, dim=-1),
+        nn.functional.log_softmax(teacher_logits / t, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    ) * (t * t)
+    labeled = hard >= 0
+    if labeled.any():
+        ce = nn.functional.cross_entropy(student_logits[labeled], hard[labeled])
+        return alpha * soft + (1 - alpha) * ce
+    return soft

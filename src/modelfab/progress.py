@@ -1,0 +1,31 @@
+"""Progress bars for long steps (rich), silenced with MODELFAB_QUIET=1 or when not on a terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def _enabled() -> bool:
+    return os.environ.get("MODELFAB_QUIET") != "1" and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def track(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Yield `advance(n)`; shows a transient bar on a terminal, does nothing elsewhere."""
+    if not _enabled() or total <= 0:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
