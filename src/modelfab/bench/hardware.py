@@ -13,7 +13,7 @@ PACKAGES = ("torch", "onnxruntime", "transformers", "tokenizers", "onnx", "numpy
 
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
     """(model name, flags) of the first CPU listed; ("", set()) where there is no cpuinfo."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -49,7 +49,7 @@ def fingerprint() -> dict:
     """A JSON-ready description of this machine and software, to store with benchmark results."""
     model, flags = _cpuinfo()
     try:
-        usable = len(os.sched_getaffinity(0))
+        usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     return {

@@ -41,7 +41,7 @@ def bench_callable(
         deadline = clock() + budget
         for _ in range(n_warmup):
             fn()
-        seconds = []
+        seconds: list[float] = []
         while len(seconds) < n and (not seconds or clock() < deadline):
             start = clock()
             fn()

@@ -134,5 +134,5 @@ def load_table(
     else:
         df = _read_debian(path, translations)
     if len(df) == 0:
-        raise InputError(f"{path}: no rows")
+        raise InputError(f"{path}: empty file (no rows)")
     return lists_from_arrays(df.reset_index(drop=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ class TransformerStudentConfig:
 
 def truncated_backbone(teacher: HFTextEncoder, layers: int) -> nn.Module:
     """A copy of the teacher backbone keeping its embeddings and first `layers` layers."""
-    backbone = copy.deepcopy(teacher.module.backbone)
+    backbone: Any = copy.deepcopy(teacher.module.backbone)
     total = len(backbone.encoder.layer)
     if not 1 <= layers <= total:
         raise ValueError(f"student layers must be in 1..{total}, not {layers}")
@@ -108,7 +109,7 @@ class TransformerStudent:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        backbone = truncated_backbone(self.teacher, cfg.layers)
+        backbone: Any = truncated_backbone(self.teacher, cfg.layers)
         # Same pooling as the teacher, so the student's embedding lives in the teacher's space
         # and the teacher's adapted head is a good starting point for its own head.
         teacher_pool = self.teacher.module

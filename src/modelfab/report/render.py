@@ -265,7 +265,7 @@ def hardware_line(meta: dict | None) -> str:
     """One line: CPU model, logical cores and the SIMD/AMX flags present."""
     if not meta:
         return "unknown"
-    hw = meta.get("hardware") if isinstance(meta.get("hardware"), dict) else meta
+    hw: dict = meta["hardware"] if isinstance(meta.get("hardware"), dict) else meta
     parts = []
     if hw.get("cpu_model"):
         parts.append(str(hw["cpu_model"]))

@@ -1,0 +1,115 @@
+"""`make demo`: three scenarios from this machine's Debian package index, end to end.
+
+Package section, the `interface::` facet and the `game::` facet, each built into an adapted
+teacher and an int8 student, then a teacher-vs-student table and report.md / report.html.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from modelfab.data.connectors import debian_index_paths
+from modelfab.data.scenario import DerivedLabel, Filters, ScenarioSpec, SplitSpec
+from modelfab.distill.transformer import TransformerStudentConfig
+from modelfab.errors import EnvironmentProblem
+from modelfab.pipeline.api import create_scenario, import_data
+from modelfab.pipeline.build import build
+from modelfab.pipeline.config import BenchConfig, BuildConfig
+from modelfab.report.render import rich_table, write_report
+
+APT_UPDATE = "apt-get update -o Acquire::Languages=en"
+SNAPSHOT = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "debian-packages.jsonl.gz"
+)
+
+
+def _try_apt_update(console: Console) -> None:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    console.print(f"fetching the package index with English descriptions: {APT_UPDATE}")
+    subprocess.run(APT_UPDATE.split(), check=False, capture_output=True, timeout=600)
+
+
+def find_index(console: Console) -> tuple[Path | None, Path | None]:
+    """(Packages file, Translation-en file); fetched with apt-get when missing and allowed."""
+    packages, translations = debian_index_paths()
+    if not packages or not translations:
+        _try_apt_update(console)
+        packages, translations = debian_index_paths()
+    if not packages or not translations:
+        console.print(
+            f"[yellow]no English package descriptions here; to get them run: sudo {APT_UPDATE}"
+        )
+    return (packages[0] if packages else None), (translations[0] if translations else None)
+
+
+def demo_scenarios(dataset: str) -> list[tuple[ScenarioSpec, int]]:
+    """(scenario, student epochs); sizes chosen so the demo runs in minutes on 2 cores."""
+    common: dict[str, Any] = {
+        "dataset": dataset,
+        "text_fields": ["summary", "description"],
+        "split": SplitSpec(kind="group", group_field="source"),
+        "seed": 0,
+        "unlabeled_pool": 300,
+    }
+    return [
+        (
+            ScenarioSpec(
+                name="demo-section",
+                label_field="section",
+                filters=Filters(min_class_count=150, max_per_class=40),
+                **common,
+            ),
+            2,
+        ),
+        (
+            ScenarioSpec(
+                name="demo-interface",
+                derived_label=DerivedLabel(kind="facet", facet="interface"),
+                filters=Filters(min_class_count=50, max_per_class=200, exclude_classes=["TODO"]),
+                **common,
+            ),
+            3,
+        ),
+        (
+            ScenarioSpec(
+                name="demo-game",
+                derived_label=DerivedLabel(kind="facet", facet="game"),
+                filters=Filters(min_class_count=20, max_per_class=100, exclude_classes=["TODO"]),
+                **common,
+            ),
+            3,
+        ),
+    ]
+
+
+def run_demo(out_dir: Path, console: Console | None = None) -> list[dict]:
+    console = console or Console()
+    packages, translations = find_index(console)
+    if packages is not None:
+        version = import_data(packages, fmt="debian", name="apt-index", translations=translations)
+    elif SNAPSHOT.is_file():
+        console.print(f"no apt package index; using the snapshot {SNAPSHOT}")
+        version = import_data(SNAPSHOT, name="debian-snapshot")
+    else:
+        raise EnvironmentProblem(f"no Debian package index found; run: sudo {APT_UPDATE}")
+    console.print(f"dataset {version.name} {version.id[:12]}: {version.n_rows} packages")
+    records: list[dict] = []
+    for spec, epochs in demo_scenarios(version.id):
+        record, _ = create_scenario(spec)
+        console.print(f"[bold]building {spec.name}[/bold]")
+        config = BuildConfig(
+            student=TransformerStudentConfig(epochs=epochs),
+            bench=BenchConfig(max_seconds=3.0, b1_calls=100),
+        )
+        records += build(spec.name, config).records
+    console.print(rich_table(records))
+    md, html = write_report(records, out_dir, meta={"command": "make demo"}, title="modelfab demo")
+    console.print(f"report: {md} and {html}")
+    return records

@@ -1,0 +1,36 @@
+"""Shared set-up for pipeline and CLI tests: a tiny labeled JSONL and a fast build config."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from modelfab.distill.transformer import TransformerStudentConfig
+from modelfab.pipeline.config import BenchConfig, BuildConfig, TeacherConfig
+
+WORDS = {
+    "games": ["fun", "puzzle", "game", "levels", "arcade", "play"],
+    "science": ["molecular", "biology", "analysis", "toolkit", "physics", "data"],
+    "editors": ["text", "editor", "syntax", "highlighting", "vim", "emacs"],
+}
+
+
+def write_dataset(path: Path, per_class: int = 24, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in WORDS.items():
+        for i in range(per_class):
+            text = " ".join(rng.choice(words) for _ in range(6))
+            rows.append({"text": text, "label": label, "src": f"{label}-{i // 2}"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def fast_config(teacher_dir: Path, bench: bool = False) -> BuildConfig:
+    return BuildConfig(
+        teacher=TeacherConfig(path=str(teacher_dir), max_length=32, precision="fp32"),
+        adapt=("logreg",),
+        student=TransformerStudentConfig(layers=1, epochs=2, max_length=32, batch_size=8),
+        bench=BenchConfig(enabled=bench, max_seconds=0.4, b1_calls=10),
+    )

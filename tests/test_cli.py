@@ -1,0 +1,144 @@
+"""The CLI: a full flow on tiny data, and one clear line + exit code for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from pipeline_helpers import write_dataset
+
+from modelfab.cli import main
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELFAB_REGISTRY_URL", raising=False)
+    return tmp_path / "home"
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+@pytest.fixture
+def built(home, tmp_path, tiny_teacher_dir, capsys):
+    data = write_dataset(tmp_path / "tiny.jsonl")
+    assert main(["data", "import", str(data), "--name", "tiny"]) == 0
+    args = [
+        "scenario",
+        "create",
+        "tiny",
+        "--dataset",
+        "tiny",
+        "--text",
+        "text",
+        "--label",
+        "label",
+        "--split",
+        "group",
+        "--group-field",
+        "src",
+        "--unlabeled-pool",
+        "10",
+    ]
+    assert main(args) == 0
+    assert "classes" in capsys.readouterr().out.lower()
+    args = [
+        "build",
+        "tiny",
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--max-length",
+        "32",
+        "--precision",
+        "fp32",
+        "--adapt",
+        "logreg",
+        "--layers",
+        "1",
+        "--epochs",
+        "1",
+        "--no-bench",
+    ]
+    assert main(args) == 0
+    bundle = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("bundle: ").strip()
+    return bundle
+
+
+def test_full_flow_and_predict(built, capsys):
+    assert main(["predict", built, "a fun puzzle game", "vim syntax editor"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["text"] for x in lines] == ["a fun puzzle game", "vim syntax editor"]
+    assert all(x["label"] in {"games", "science", "editors"} for x in lines)
+    assert main(["models", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "tiny/student" in listing and "tiny/teacher" in listing
+    assert main(["scenario", "show", "tiny"]) == 0
+    assert '"label_field": "label"' in capsys.readouterr().out
+
+
+def test_predict_path_never_imports_torch(built):
+    code = (
+        "import sys; from modelfab.cli import main; "
+        f"rc = main(['predict', {built!r}, 'a fun game']); "
+        "assert rc == 0, rc; "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'transformers' not in sys.modules, 'transformers imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_tampered_bundle_is_refused(built, capsys):
+    with open(f"{built}/labels.json", "a", encoding="utf-8") as handle:
+        handle.write(" ")
+    assert main(["predict", built, "x"]) == 4
+    assert "labels.json" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"", "empty"), (b'{"text": "caf\xe9"}\n', "UTF-8"), (b'{"text": \n', "line 1")],
+)
+def test_bad_files_get_one_line_and_exit_2(home, tmp_path, capsys, content, expected):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    assert main(["data", "import", str(path)]) == 2
+    assert expected.lower() in _one_error_line(capsys).lower()
+
+
+def test_missing_field_and_single_example_class(home, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    rows = [{"text": f"t{i}", "label": "a" if i else "b"} for i in range(6)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "import", str(data), "--name", "d"]) == 0
+    capsys.readouterr()
+    assert main(["scenario", "create", "s", "--dataset", "d", "--label", "nope"]) == 2
+    assert "nope" in _one_error_line(capsys)
+    args = [
+        "scenario",
+        "create",
+        "s",
+        "--dataset",
+        "d",
+        "--label",
+        "label",
+        "--min-class-count",
+        "1",
+    ]
+    assert main(args) == 2
+    assert "'b'" in _one_error_line(capsys)
+
+
+def test_unknown_names_exit_3(home, capsys):
+    assert main(["build", "no-such-scenario"]) == 3
+    assert "no-such-scenario" in _one_error_line(capsys)
+    assert main(["scenario", "show", "ghost"]) == 3
+    _one_error_line(capsys)
+    assert main(["predict", "0123456789ab", "x"]) == 3
+    _one_error_line(capsys)

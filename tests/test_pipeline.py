@@ -1,0 +1,111 @@
+"""The build pipeline end to end on a tiny random teacher and tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from pipeline_helpers import fast_config, write_dataset
+
+from modelfab.data.scenario import ScenarioSpec, SplitSpec
+from modelfab.errors import NotFoundError
+from modelfab.export.manifest import verify_bundle
+from modelfab.pipeline.api import create_scenario, import_data
+from modelfab.pipeline.build import build
+from modelfab.registry import Registry
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELFAB_REGISTRY_URL", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def scenario(home, tmp_path):
+    version = import_data(write_dataset(tmp_path / "tiny.jsonl"), name="tiny")
+    spec = ScenarioSpec(
+        name="tiny",
+        dataset=version.name,
+        text_fields=["text"],
+        label_field="label",
+        split=SplitSpec(kind="group", group_field="src"),
+        unlabeled_pool=10,
+    )
+    create_scenario(spec)
+    return spec.name
+
+
+def _stage_costs(registry, model_id):
+    return {c.stage: c for c in registry.costs(model_id=model_id)}
+
+
+def test_build_registers_teacher_and_student_with_lineage(scenario, home, tiny_teacher_dir):
+    result = build(scenario, fast_config(tiny_teacher_dir, bench=True))
+    registry = Registry()
+    roles = {r["role"]: r for r in result.records}
+    assert set(roles) == {"teacher", "student"}
+    student = registry.get_model(roles["student"]["model_id"])
+    assert [m.role for m in registry.lineage(student.id)] == ["student", "teacher"]
+    assert 0.0 <= registry.metrics(student.id)["test"]["macro_f1"] <= 1.0
+    assert roles["student"]["latency_b1_p50_ms"] > 0
+    assert set(_stage_costs(registry, student.id)) == {"distill", "export", "evaluate"}
+    teacher_costs = _stage_costs(registry, roles["teacher"]["model_id"])
+    assert teacher_costs["teacher-features"].teacher_forward_passes > 0
+    verify_bundle(result.bundle)
+    card = json.loads((result.bundle / "card.json").read_text())
+    assert card["lineage"]["parent_model_id"] == roles["teacher"]["model_id"]
+    assert card["metrics"]["test"]["macro_f1"] == pytest.approx(roles["student"]["macro_f1"])
+    assert card["cost"]["distill"]["cpu_s"] > 0
+    assert registry.get_run(result.run_id).status == "succeeded"
+
+
+def test_second_build_encodes_nothing_new(scenario, home, tiny_teacher_dir):
+    first = build(scenario, fast_config(tiny_teacher_dir))
+    second = build(scenario, fast_config(tiny_teacher_dir))
+    registry = Registry()
+    teacher1 = _stage_costs(registry, first.records[0]["model_id"])["teacher-features"]
+    teacher2 = _stage_costs(registry, second.records[0]["model_id"])["teacher-features"]
+    assert teacher2.teacher_forward_passes == 0
+    assert teacher2.cache_hits == teacher1.teacher_forward_passes + teacher1.cache_hits
+
+
+def test_failed_build_leaves_no_model_and_no_artifact(
+    scenario, home, tiny_teacher_dir, monkeypatch
+):
+    import modelfab.export.bundle as bundle
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(bundle, "export_bundle", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        build(scenario, fast_config(tiny_teacher_dir))
+    registry = Registry()
+    assert registry.list_models() == []
+    assert [r.status for r in registry.list_runs()] == ["failed"]
+    assert list((home / "artifacts" / "models").iterdir()) == []
+    assert list((home / "artifacts" / ".staging").iterdir()) == []
+    monkeypatch.undo()
+    monkeypatch.setenv("MODELFAB_HOME", str(home))
+    result = build(scenario, fast_config(tiny_teacher_dir))
+    assert len(Registry().list_models()) == 2 and result.bundle.is_dir()
+
+
+def test_build_sweeps_what_a_killed_build_left(scenario, home, tiny_teacher_dir):
+    dead_pid = 2**22 + 12345  # above the default pid_max, so never alive
+    stale = home / "artifacts" / ".staging" / f"oldrun.{dead_pid}"
+    (stale / "half-written").mkdir(parents=True)
+    orphan = home / "artifacts" / "models" / "deadbeef"
+    orphan.mkdir(parents=True)
+    build(scenario, fast_config(tiny_teacher_dir))
+    assert not stale.exists() and not orphan.exists()
+    known = {m.id for m in Registry().list_models()}
+    assert set(os.listdir(home / "artifacts" / "models")) == known
+
+
+def test_unknown_scenario(home):
+    with pytest.raises(NotFoundError, match="nope"):
+        build("nope")
