@@ -109,3 +109,27 @@ def test_build_sweeps_what_a_killed_build_left(scenario, home, tiny_teacher_dir)
 def test_unknown_scenario(home):
     with pytest.raises(NotFoundError, match="nope"):
         build("nope")
+
+
+def test_finetune_adapter_when_it_wins(scenario, home, tiny_teacher_dir, monkeypatch):
+    """A fine-tuned teacher body replaces the cached features for the head and the student."""
+    from dataclasses import replace
+
+    from modelfab.adapt import finetune
+
+    real_fit = finetune.FineTuneAdapter.fit
+
+    def fit_and_win(self, data):
+        real_fit(self, data)
+        self.val_f1_ = 2.0  # force the choice to test the fine-tuned path
+        return self
+
+    monkeypatch.setattr(finetune.FineTuneAdapter, "fit", fit_and_win)
+    config = replace(fast_config(tiny_teacher_dir), adapt=("logreg", "finetune"))
+    result = build(scenario, config)
+    registry = Registry()
+    teacher = registry.get_model(result.records[0]["model_id"])
+    assert teacher.recipe["strategy"] == "finetune"
+    assert (home / "artifacts" / "models" / teacher.id / "encoder.safetensors").is_file()
+    adapt_cost = _stage_costs(registry, teacher.id)["adapt"]
+    assert adapt_cost.teacher_forward_passes > 0  # the texts were re-encoded

@@ -126,8 +126,23 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
             ),
             strategies=config.adapt,
             seed=spec.seed,
+            teacher=teacher,
         )
         head = adaptation.best
+        encoder = getattr(head, "encoder_", teacher.module)
+        if encoder is not teacher.module:  # fine-tuned body: its features replace the cached ones
+            from modelfab.adapt.finetune import encode_with
+
+            x = {
+                s: encode_with(encoder, teacher.tokenize, t, teacher.dim)
+                for s, t in (
+                    ("train", texts["train"]),
+                    ("val", texts["val"]),
+                    ("test", texts["test"]),
+                    ("pool", pool),
+                )
+            }
+            m_adapt.add(teacher_forward_passes=sum(len(v) for v in x.values()))
         teacher_test = _scores(y["test"], head.logits(x["test"]).argmax(1))
         teacher_val = _scores(y["val"], head.logits(x["val"]).argmax(1))
 
@@ -178,7 +193,7 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
         student_test = _scores(y["test"], probs.argmax(1))
 
     bench_s = bench_t = {}
-    teacher_module = SequenceClassifier(teacher.module, head.head()).eval()
+    teacher_module = SequenceClassifier(encoder, head.head()).eval()
     with Meter("bench") as m_bench:
         if config.bench.enabled:
             from modelfab.bench.latency import bench_bundle, bench_torch
@@ -234,6 +249,9 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
         {k: v.contiguous() for k, v in head.head().state_dict().items()},
         teacher_dir / "head.safetensors",
     )
+    if encoder is not teacher.module:
+        state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+        save_file(state, teacher_dir / "encoder.safetensors")
     (teacher_dir / "adapter.json").write_text(
         json.dumps(
             {
