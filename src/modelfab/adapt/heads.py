@@ -60,8 +60,16 @@ class MLPHead:
 
     name = "mlp"
 
-    def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 2e-3, seed: int = 0):
+    def __init__(
+        self,
+        hidden: int = 256,
+        epochs: int = 60,
+        lr: float = 2e-3,
+        patience: int = 5,
+        seed: int = 0,
+    ):
         self.hidden, self.epochs, self.lr, self.seed = hidden, epochs, lr, seed
+        self.patience = patience  # epochs without a better validation score before stopping
 
     def fit(self, data: AdaptData) -> MLPHead:
         torch.manual_seed(self.seed)
@@ -76,7 +84,7 @@ class MLPHead:
         x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y).long()
         xv = torch.from_numpy(data.val_x)
         gen = torch.Generator().manual_seed(self.seed)
-        best_score, best_state = -1.0, None
+        best_score, best_state, stale = -1.0, None, 0
         for _ in range(self.epochs):
             net.train()
             for idx in torch.randperm(len(x), generator=gen).split(64):
@@ -88,8 +96,12 @@ class MLPHead:
                 pred = net(xv).argmax(-1).numpy()
             score = f1_score(data.val_y, pred, average="macro")
             if score > best_score:
-                best_score = score
+                best_score, stale = score, 0
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
         assert best_state is not None
         net.load_state_dict(best_state)
         self.net_, self.val_f1_ = net.eval(), best_score
