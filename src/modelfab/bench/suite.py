@@ -1,7 +1,7 @@
 """`make bench`: the foundation scenario built and measured in one run.
 
 Writes bench-results/latest.json (one record per scenario and model variant, plus hardware
-and the precision decision) and bench-results/latest.md (a readable table).
+and the acceptance bars) and report.md / report.html (readable tables and the plot).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from modelfab.data.scenario import Filters, ScenarioSpec, SplitSpec
 from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.pipeline.config import BuildConfig
-from modelfab.report.render import render_markdown, write_report
+from modelfab.report.render import write_report
 
 SNAPSHOT = (
     Path(__file__).resolve().parents[3].parent / "shared" / "data" / "debian-packages.jsonl.gz"
@@ -75,7 +75,6 @@ def run(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / "latest.json", json.dumps(payload, indent=2, default=str))
-    write_text(out_dir / "latest.md", render_markdown(result.records, meta, "modelfab bench"))
     write_report(result.records, out_dir, meta=meta, title="modelfab bench")
     return payload
 
