@@ -46,7 +46,18 @@ def find_index(console: Console) -> tuple[Path | None, Path | None]:
         console.print(
             f"[yellow]no English package descriptions here; to get them run: sudo {APT_UPDATE}"
         )
-    return (packages[0] if packages else None), (translations[0] if translations else None)
+    return pick_index(packages, translations)
+
+
+def pick_index(packages: list[Path], translations: list[Path]) -> tuple[Path | None, Path | None]:
+    """The largest Packages file (the main suite, not -updates or -security) and the
+    Translation-en file of the same suite and component, if any."""
+    if not packages:
+        return None, None
+    main = max(packages, key=lambda p: p.stat().st_size)
+    suite = main.name.split("_binary-")[0]
+    same = [t for t in translations if t.name.split("_i18n_")[0] == suite]
+    return main, (same[0] if same else None)
 
 
 def demo_scenarios(dataset: str) -> list[tuple[ScenarioSpec, int]]:
