@@ -84,6 +84,15 @@ def test_upserts_update_in_place(reg, run):
         reg.upsert_scenario("t" * 64, "sentiment", "d" * 64, {"task": "other"})
 
 
+def test_replace_repoints_a_name_and_keeps_the_old_scenario(reg, run):
+    old, run_id = run
+    new = reg.upsert_scenario("t" * 64, "sentiment", "d" * 64, {"task": "other"}, replace=True)
+    assert reg.get_scenario("sentiment").id == new.id
+    renamed = reg.get_scenario(old.id)
+    assert renamed.name == f"sentiment@{old.id[:12]}"
+    assert reg.get_run(run_id).scenario_id == old.id
+
+
 def test_run_lifecycle(reg, run):
     _, run_id = run
     assert reg.get_run(run_id).status == "running"

@@ -87,6 +87,7 @@ def scenario_create(
         int | None, typer.Option(help="few-shot: keep this many labels")
     ] = None,
     unlabeled_pool: int = 0,
+    replace: Annotated[bool, typer.Option(help="re-point an existing name at this spec")] = False,
 ) -> None:
     """Define a scenario over a dataset and print its data-quality report."""
     from pydantic import ValidationError
@@ -122,7 +123,7 @@ def scenario_create(
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "scenario"
         raise InputError(f"invalid scenario: {where}: {err['msg']}") from None
-    record, report = create_scenario(spec)
+    record, report = create_scenario(spec, replace=replace)
     out.print(f"scenario {record.name} ({record.id[:12]}) on dataset {record.dataset_id[:12]}")
     out.print(format_quality(report))
 

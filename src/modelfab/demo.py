@@ -113,7 +113,7 @@ def run_demo(out_dir: Path, console: Console | None = None) -> list[dict]:
     console.print(f"dataset {version.name} {version.id[:12]}: {version.n_rows} packages")
     records: list[dict] = []
     for spec, epochs in demo_scenarios(version.id):
-        record, _ = create_scenario(spec)
+        record, _ = create_scenario(spec, replace=True)
         console.print(f"[bold]building {spec.name}[/bold]")
         config = BuildConfig(
             student=TransformerStudentConfig(epochs=epochs),

@@ -39,7 +39,7 @@ def list_datasets() -> list[DatasetVersion]:
 
 
 def create_scenario(
-    spec: ScenarioSpec, registry: Registry | None = None
+    spec: ScenarioSpec, registry: Registry | None = None, replace: bool = False
 ) -> tuple[ScenarioRecord, dict]:
     """Resolve the dataset, materialize the scenario to check it, store spec + quality report."""
     registry = registry or Registry()
@@ -57,6 +57,11 @@ def create_scenario(
     data = materialize(resolved, store.load(version.id))
     report = quality_report(data)
     record = registry.upsert_scenario(
-        resolved.fingerprint(), resolved.name, version.id, resolved.to_dict(), report
+        resolved.fingerprint(),
+        resolved.name,
+        version.id,
+        resolved.to_dict(),
+        report,
+        replace=replace,
     )
     return record, report

@@ -261,16 +261,22 @@ class Registry:
         dataset_id: str,
         spec: dict[str, Any],
         quality: dict[str, Any] | None = None,
+        replace: bool = False,
     ) -> ScenarioRecord:
-        """Insert or update scenario `id`. A name taken by another spec is an InputError."""
+        """Insert or update scenario `id`. A name taken by another spec is an InputError, unless
+        `replace`: then the old scenario keeps its id, runs and models under the name
+        `name@<old id prefix>` and `name` points at the new spec."""
         with self._tx() as s:
             if s.get(Dataset, dataset_id) is None:
                 raise NotFoundError(f"dataset {dataset_id!r} not found; register it first")
             clash = s.scalar(select(Scenario).where(Scenario.name == name, Scenario.id != id))
-            if clash is not None:
+            if clash is not None and replace:
+                clash.name = f"{name}@{clash.id[:12]}"
+                s.flush()
+            elif clash is not None:
                 raise InputError(
                     f"scenario name {name!r} is already used by a different spec "
-                    f"({clash.id[:12]}); choose another name"
+                    f"({clash.id[:12]}); choose another name or replace it (--replace)"
                 )
             row = s.get(Scenario, id)
             if row is None:
