@@ -1,0 +1,159 @@
+"""Shared fixtures: a tiny random BERT teacher directory and a tiny 3-class text set."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+CLASS_WORDS = {
+    "games": ["fun", "puzzle", "game", "levels", "arcade", "player", "shooter", "racing"],
+    "science": ["molecular", "biology", "analysis", "toolkit", "chemistry", "physics", "data"],
+    "editors": ["text", "editor", "syntax", "highlighting", "vim", "emacs", "keyboard", "macros"],
+}
+COMMON_WORDS = ["a", "the", "with", "and", "for", "of", "simple", "small", "new", "open"]
+EXTRA_WORDS = [
+    "fast",
+    "tool",
+    "library",
+    "program",
+    "free",
+    "source",
+    "linux",
+    "desktop",
+    "terminal",
+    "support",
+    "many",
+    "modern",
+    "classic",
+    "graphical",
+    "version",
+    "mode",
+    "files",
+    "plugins",
+    "based",
+    "written",
+]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TEXTS_PER_CLASS = 20
+
+
+def tiny_vocab() -> list[str]:
+    words = [w for ws in CLASS_WORDS.values() for w in ws] + COMMON_WORDS + EXTRA_WORDS
+    return SPECIALS + list(dict.fromkeys(words)) + [",", "."]
+
+
+@pytest.fixture(autouse=True)
+def quiet(monkeypatch):
+    monkeypatch.setenv("MODELFAB_QUIET", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run torch on one thread for a test module: tiny models are faster so, and steadier on
+    a busy machine. Restores the previous setting afterwards. Module-scoped so module-scoped
+    fixtures that train can request it too."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT in HF layout with sentence-transformers metadata (mean + Normalize),
+    mirroring all-MiniLM-L6-v2's directory; hidden size 32, 4 layers."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    out = tmp_path_factory.mktemp("teacher") / "tiny-bert"
+    vocab_list = tiny_vocab()
+    vocab = {token: i for i, token in enumerate(vocab_list)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    fast.save_pretrained(out)
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab_list),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    transformers.BertModel(config).save_pretrained(out, safe_serialization=True)
+
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2))
+    (out / "1_Pooling").mkdir()
+    pooling = {
+        "word_embedding_dimension": 32,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_text_set() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(texts, labels) as tuples, for module- or session-scoped fixtures; see `tiny_texts`."""
+    rng = random.Random(0)
+    texts: list[str] = []
+    labels: list[str] = []
+    for label, words in CLASS_WORDS.items():
+        seen: set[str] = set()
+        while len(seen) < TEXTS_PER_CLASS:
+            picked = rng.sample(words, rng.randint(2, 4))
+            filler = rng.sample(COMMON_WORDS, rng.randint(0, 2))
+            tokens = picked + filler
+            rng.shuffle(tokens)
+            text = " ".join(tokens)
+            if text not in seen:
+                seen.add(text)
+                texts.append(text)
+                labels.append(label)
+    return tuple(texts), tuple(labels)
+
+
+@pytest.fixture
+def tiny_texts(tiny_text_set) -> tuple[list[str], list[str]]:
+    """(texts, labels): 20 short texts for each of "games", "science", "editors", made of
+    class words plus common filler; deterministic, and learnable by a small classifier."""
+    texts, labels = tiny_text_set
+    return list(texts), list(labels)
