@@ -67,17 +67,17 @@ def demo_scenarios(dataset: str) -> list[tuple[ScenarioSpec, int]]:
         "text_fields": ["summary", "description"],
         "split": SplitSpec(kind="group", group_field="source"),
         "seed": 0,
-        "unlabeled_pool": 300,
+        "unlabeled_pool": 800,
     }
     return [
         (
             ScenarioSpec(
                 name="demo-section",
                 label_field="section",
-                filters=Filters(min_class_count=150, max_per_class=40),
+                filters=Filters(min_class_count=150, max_per_class=60),
                 **common,
             ),
-            2,
+            4,
         ),
         (
             ScenarioSpec(
@@ -95,7 +95,7 @@ def demo_scenarios(dataset: str) -> list[tuple[ScenarioSpec, int]]:
                 filters=Filters(min_class_count=20, max_per_class=100, exclude_classes=["TODO"]),
                 **common,
             ),
-            3,
+            6,
         ),
     ]
 
