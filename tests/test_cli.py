@@ -142,3 +142,17 @@ def test_unknown_names_exit_3(home, capsys):
     _one_error_line(capsys)
     assert main(["predict", "0123456789ab", "x"]) == 3
     _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["predict", "some-bundle"], "Missing argument"),
+        (["build", "x", "--layers", "abc"], "Invalid value"),
+        (["no-such-command"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_message_and_exit_2(home, capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from modelfab.errors import InputError, ModelfabError
+
+# typer >= 0.29 ships its own copy of click and raises that copy's exceptions.
+_click: Any = getattr(typer, "_click", None) or __import__("click")
 
 app = typer.Typer(
     help="modelfab: from a foundation model and a few labels to a small, fast, served model.",
@@ -298,12 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelfabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _click.ClickException as exc:  # usage errors: bad option, missing argument
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:

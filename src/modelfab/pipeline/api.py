@@ -23,15 +23,16 @@ def import_data(
     version = DatasetStore(paths.home()).import_file(
         path, fmt=fmt, name=name, translations=translations
     )
-    registry.upsert_dataset(
-        version.id,
-        version.name,
-        version.source,
-        version.n_rows,
-        list(version.columns),
-        str(version.path),
-    )
+    _register(registry, version)
     return version
+
+
+def _register(registry: Registry, version: DatasetVersion) -> None:
+    """Mirror a dataset version into the registry (idempotent)."""
+    columns = list(version.columns)
+    registry.upsert_dataset(
+        version.id, version.name, version.source, version.n_rows, columns, str(version.path)
+    )
 
 
 def list_datasets() -> list[DatasetVersion]:
@@ -45,14 +46,7 @@ def create_scenario(
     registry = registry or Registry()
     store = DatasetStore(paths.home())
     version = store.get(spec.dataset)
-    registry.upsert_dataset(
-        version.id,
-        version.name,
-        version.source,
-        version.n_rows,
-        list(version.columns),
-        str(version.path),
-    )
+    _register(registry, version)
     resolved = spec.model_copy(update={"dataset": version.id})
     data = materialize(resolved, store.load(version.id))
     report = quality_report(data)

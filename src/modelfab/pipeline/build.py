@@ -27,7 +27,7 @@ from modelfab.errors import InputError
 from modelfab.pipeline.config import BuildConfig
 from modelfab.pipeline.teacher import load_teacher
 from modelfab.pipeline.workspace import Workspace, sweep_orphans
-from modelfab.registry import CostRecord, Meter, Registry
+from modelfab.registry import CostRecord, Meter, Registry, ScenarioRecord
 from modelfab.teachers.cache import FeatureCache
 
 
@@ -58,11 +58,11 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def load_scenario(
     name: str, registry: Registry, home: Path
-) -> tuple[ScenarioSpec, ScenarioData, str]:
+) -> tuple[ScenarioSpec, ScenarioData, ScenarioRecord]:
     record = registry.get_scenario(name)
     spec = ScenarioSpec.from_dict(record.spec)
     frame = DatasetStore(home).load(record.dataset_id)
-    return spec, materialize(spec, frame), record.id
+    return spec, materialize(spec, frame), record
 
 
 def _cost_summary(records: list[CostRecord]) -> dict:
@@ -76,14 +76,14 @@ def build(
     config = config or BuildConfig()
     home, artifacts = paths.home(), paths.artifacts()
     registry = registry or Registry()
-    spec, data, scenario_id = load_scenario(name, registry, home)
+    spec, data, scenario = load_scenario(name, registry, home)
     if len(data.classes) < 2:
         raise InputError(f"scenario {name!r} has {len(data.classes)} class; need at least 2")
     sweep_orphans(artifacts, registry)
-    run_id = registry.start_run(scenario_id, "build", config.to_dict())
+    run_id = registry.start_run(scenario.id, "build", config.to_dict())
     workspace = Workspace(artifacts, run_id)
     try:
-        result = _build(name, spec, data, config, registry, run_id, workspace, home)
+        result = _build(scenario, spec, data, config, registry, run_id, workspace, home)
     except BaseException as exc:
         registry.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         workspace.discard()
@@ -93,7 +93,8 @@ def build(
     return result
 
 
-def _build(name, spec, data, config, registry, run_id, workspace, home) -> BuildResult:
+def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> BuildResult:
+    name = scenario.name
     classes = data.classes
     y = {
         split: _index(getattr(data, split)["label"], classes) for split in ("train", "val", "test")
@@ -165,7 +166,7 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
 
     teacher_id, student_id = uuid.uuid4().hex, uuid.uuid4().hex
     lineage = {
-        "dataset_id": registry.get_scenario(name).dataset_id,
+        "dataset_id": scenario.dataset_id,
         "scenario": name,
         "scenario_fingerprint": spec.fingerprint(),
         "teacher": {"id": teacher.id, "path": str(teacher.model_dir), "precision": precision},
@@ -273,7 +274,7 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
     registry.add_model(
         model_id=teacher_id,
         run_id=run_id,
-        scenario_id=registry.get_scenario(name).id,
+        scenario_id=scenario.id,
         name=f"{name}/teacher",
         role="teacher",
         family="hf-encoder+" + head.name,
@@ -287,7 +288,7 @@ def _build(name, spec, data, config, registry, run_id, workspace, home) -> Build
     registry.add_model(
         model_id=student_id,
         run_id=run_id,
-        scenario_id=registry.get_scenario(name).id,
+        scenario_id=scenario.id,
         name=f"{name}/student",
         role="student",
         family=student.family,
