@@ -38,6 +38,10 @@ def scenario(home, tmp_path):
     return spec.name
 
 
+def teacher_id(roles):
+    return roles["teacher"]["model_id"]
+
+
 def _stage_costs(registry, model_id):
     return {c.stage: c for c in registry.costs(model_id=model_id)}
 
@@ -49,12 +53,16 @@ def test_build_registers_teacher_and_student_with_lineage(scenario, home, tiny_t
     assert set(roles) == {"teacher", "student"}
     student = registry.get_model(roles["student"]["model_id"])
     assert [m.role for m in registry.lineage(student.id)] == ["student", "teacher"]
-    assert 0.0 <= registry.metrics(student.id)["test"]["macro_f1"] <= 1.0
+    assert registry.metrics(student.id)["test"]["macro_f1"] == roles["student"]["macro_f1"]
     assert roles["student"]["latency_b1_p50_ms"] > 0
     assert set(_stage_costs(registry, student.id)) == {"distill", "export", "evaluate"}
     teacher_costs = _stage_costs(registry, roles["teacher"]["model_id"])
     assert teacher_costs["teacher-features"].teacher_forward_passes > 0
     verify_bundle(result.bundle)
+    verify_bundle_files = json.loads(
+        (home / "artifacts" / "models" / teacher_id(roles) / "manifest.json").read_text()
+    )
+    assert set(verify_bundle_files) == {"adapter.json", "head.safetensors"}
     card = json.loads((result.bundle / "card.json").read_text())
     assert card["lineage"]["parent_model_id"] == roles["teacher"]["model_id"]
     assert card["metrics"]["test"]["macro_f1"] == pytest.approx(roles["student"]["macro_f1"])
@@ -98,12 +106,39 @@ def test_build_sweeps_what_a_killed_build_left(scenario, home, tiny_teacher_dir)
     dead_pid = 2**22 + 12345  # above the default pid_max, so never alive
     stale = home / "artifacts" / ".staging" / f"oldrun.{dead_pid}"
     (stale / "half-written").mkdir(parents=True)
+    # Killed between renaming its folders into place and committing their rows:
     orphan = home / "artifacts" / "models" / "deadbeef"
     orphan.mkdir(parents=True)
+    journal = home / "artifacts" / ".pending" / f"oldrun.{dead_pid}.json"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('["deadbeef"]')
+    # A folder no journal names (another registry's model sharing this home) is kept.
+    foreign = home / "artifacts" / "models" / "foreign"
+    foreign.mkdir()
     build(scenario, fast_config(tiny_teacher_dir))
-    assert not stale.exists() and not orphan.exists()
+    assert not stale.exists() and not orphan.exists() and not journal.exists()
+    assert foreign.is_dir()
     known = {m.id for m in Registry().list_models()}
-    assert set(os.listdir(home / "artifacts" / "models")) == known
+    assert set(os.listdir(home / "artifacts" / "models")) == known | {"foreign"}
+
+
+def test_failure_after_publish_removes_rows_and_folders(
+    scenario, home, tiny_teacher_dir, monkeypatch
+):
+    """If the registry commit fails after the folders were renamed into place, neither the
+    teacher nor the student survives: no row, no folder."""
+
+    def refuse(self, models):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(Registry, "add_models", refuse)
+    with pytest.raises(RuntimeError, match="went away"):
+        build(scenario, fast_config(tiny_teacher_dir))
+    monkeypatch.undo()
+    monkeypatch.setenv("MODELFAB_HOME", str(home))
+    assert Registry().list_models() == []
+    assert list((home / "artifacts" / "models").iterdir()) == []
+    assert list((home / "artifacts" / ".pending").iterdir()) == []
 
 
 def test_unknown_scenario(home):

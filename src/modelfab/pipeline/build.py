@@ -7,6 +7,7 @@ transaction per model, so a failed or killed build leaves no model row and no pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -82,14 +83,18 @@ def build(
     sweep_orphans(artifacts, registry)
     run_id = registry.start_run(scenario.id, "build", config.to_dict())
     workspace = Workspace(artifacts, run_id)
+    succeeded = False
     try:
         result = _build(scenario, spec, data, config, registry, run_id, workspace, home)
+        registry.finish_run(run_id, "succeeded")
+        succeeded = True
     except BaseException as exc:
-        registry.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        workspace.discard()
+        # Keep the original error even if the registry cannot be updated now.
+        with contextlib.suppress(Exception):
+            registry.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    registry.finish_run(run_id, "succeeded")
-    workspace.discard()
+    finally:
+        workspace.finish(succeeded)
     return result
 
 
@@ -265,44 +270,50 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         )
     )
 
+    write_manifest(teacher_dir)
+
     def bench_metrics(b: dict) -> dict:
         keys = ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
         return {k: float(b[k]) for k in keys if k in b}
 
     records = []
-    final_teacher = workspace.commit(teacher_dir, teacher_id)
-    registry.add_model(
-        model_id=teacher_id,
-        run_id=run_id,
-        scenario_id=scenario.id,
-        name=f"{name}/teacher",
-        role="teacher",
-        family="hf-encoder+" + head.name,
-        recipe={"teacher": lineage["teacher"], "strategy": head.name, "scores": adaptation.scores},
-        artifact_path=str(final_teacher),
-        size_bytes=teacher.size_bytes,
-        metrics={"test": teacher_test, "val": teacher_val, "bench": bench_metrics(bench_t)},
-        costs=teacher_costs,
-    )
-    final_student = workspace.commit(staged, student_id)
-    registry.add_model(
-        model_id=student_id,
-        run_id=run_id,
-        scenario_id=scenario.id,
-        name=f"{name}/student",
-        role="student",
-        family=student.family,
-        parent_id=teacher_id,
-        recipe=student.recipe(),
-        artifact_path=str(final_student),
-        size_bytes=size,
-        metrics={
+    teacher_row = {
+        "model_id": teacher_id,
+        "run_id": run_id,
+        "scenario_id": scenario.id,
+        "name": f"{name}/teacher",
+        "role": "teacher",
+        "family": "hf-encoder+" + head.name,
+        "recipe": {
+            "teacher": lineage["teacher"],
+            "strategy": head.name,
+            "scores": adaptation.scores,
+        },
+        "artifact_path": str(workspace.models / teacher_id),
+        "size_bytes": teacher.size_bytes,
+        "metrics": {"test": teacher_test, "val": teacher_val, "bench": bench_metrics(bench_t)},
+        "costs": teacher_costs,
+    }
+    student_row = {
+        "model_id": student_id,
+        "run_id": run_id,
+        "scenario_id": scenario.id,
+        "name": f"{name}/student",
+        "role": "student",
+        "family": student.family,
+        "parent_id": teacher_id,
+        "recipe": student.recipe(),
+        "artifact_path": str(workspace.models / student_id),
+        "size_bytes": size,
+        "metrics": {
             "test": student_test,
             "val": {"macro_f1": student.val_f1_},
             "bench": bench_metrics(bench_s),
         },
-        costs=student_costs,
-    )
+        "costs": student_costs,
+    }
+    finals = workspace.publish({teacher_id: teacher_dir, student_id: staged})
+    registry.add_models([teacher_row, student_row])  # both rows or neither
     registry.record_cost(run_id, "bench", m_bench.record)
 
     def record(model_id, variant, role, scores, bench, size_bytes, cpu_s) -> dict:
@@ -341,4 +352,4 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
             sum(c.cpu_s for c in student_costs),
         )
     )
-    return BuildResult(scenario=name, run_id=run_id, records=records, bundle=final_student)
+    return BuildResult(scenario=name, run_id=run_id, records=records, bundle=finals[student_id])

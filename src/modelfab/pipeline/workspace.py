@@ -1,17 +1,23 @@
-"""The on-disk workspace of a build: staging, final artifact folders, orphan sweeping.
+"""The on-disk workspace of a build: staging, publishing, and cleaning up after crashes.
 
-A build writes everything under `artifacts/.staging/<run_id>.<pid>/` and moves each finished
-artifact to `artifacts/models/<model_id>/` just before its registry row is committed. A build
-killed at any moment leaves at most a staging folder, which the next build removes.
+A build writes everything under `artifacts/.staging/<run_id>.<pid>/`. To publish, it first
+writes a journal `artifacts/.pending/<run_id>.<pid>.json` naming the model folders it is about
+to create, renames the staged folders to `artifacts/models/<model_id>/`, commits the registry
+rows in one transaction, and deletes the journal. A build killed at any moment leaves at most a
+staging folder and a journal whose process is dead; the next build removes the staging folder
+and every journaled folder the registry does not reference. Folders of other builds (or of
+another registry sharing the folder) are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
 
+from modelfab.atomic import write_text
 from modelfab.registry import Registry
 
 
@@ -25,50 +31,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner_dead(path: Path) -> bool:
+    """True when `path` is named `<run_id>.<pid>[.json]` and that process is gone."""
+    pid_text = path.name.removesuffix(".json").rsplit(".", 1)[-1]
+    return pid_text.isdigit() and not _alive(int(pid_text))
+
+
 class Workspace:
     def __init__(self, artifacts: Path, run_id: str):
         self.models = artifacts / "models"
-        self.staging_root = artifacts / ".staging"
-        self.staging = self.staging_root / f"{run_id}.{os.getpid()}"
+        tag = f"{run_id}.{os.getpid()}"
+        self.staging = artifacts / ".staging" / tag
+        self.journal = artifacts / ".pending" / f"{tag}.json"
+        self.published: list[Path] = []
         self.models.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir(parents=True, exist_ok=True)
 
     def stage(self, name: str) -> Path:
         return self.staging / name
 
-    def final(self, model_id: str) -> Path:
-        return self.models / model_id
+    def publish(self, staged: dict[str, Path]) -> dict[str, Path]:
+        """Journal, then rename each staged folder to models/<model_id>; returns final paths."""
+        write_text(self.journal, json.dumps(sorted(staged)))
+        finals = {}
+        for model_id, path in staged.items():
+            final = self.models / model_id
+            os.replace(path, final)
+            self.published.append(final)
+            finals[model_id] = final
+        return finals
 
-    def commit(self, staged: Path, model_id: str) -> Path:
-        """Move a finished staged artifact to its final place (an atomic rename)."""
-        final = self.final(model_id)
-        os.replace(staged, final)
-        return final
-
-    def discard(self) -> None:
+    def finish(self, succeeded: bool) -> None:
+        """Drop staging and journal; on failure also the folders published by this build."""
+        if not succeeded:
+            for final in self.published:
+                shutil.rmtree(final, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.journal.unlink()
 
 
 def sweep_orphans(artifacts: Path, registry: Registry) -> list[Path]:
-    """Remove staging folders of dead builds and, when no other build is alive, model folders
-    that no registry row references (left by a build killed between rename and commit)."""
+    """Remove what builds killed before finishing left behind; returns the removed paths."""
     removed: list[Path] = []
-    staging_root = artifacts / ".staging"
-    live_other = False
-    if staging_root.is_dir():
-        for entry in staging_root.iterdir():
-            pid_text = entry.name.rsplit(".", 1)[-1]
-            if pid_text.isdigit() and _alive(int(pid_text)):
-                live_other = live_other or int(pid_text) != os.getpid()
-                continue
+    staging = artifacts / ".staging"
+    for entry in sorted(staging.iterdir()) if staging.is_dir() else []:
+        if _owner_dead(entry):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
-    models_dir = artifacts / "models"
-    if not live_other and models_dir.is_dir():
+    pending = artifacts / ".pending"
+    for journal in sorted(pending.glob("*.json")) if pending.is_dir() else []:
+        if not _owner_dead(journal):
+            continue
         known = {m.id for m in registry.list_models()}
-        for entry in models_dir.iterdir():
-            if entry.name not in known:
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                removed.append(entry)
+        for model_id in json.loads(journal.read_text()):
+            folder = artifacts / "models" / model_id
+            if model_id not in known and folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        journal.unlink()
     return removed

@@ -189,6 +189,48 @@ def _metric_value(model_name: str, split: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def _insert_model(
+    s: Session,
+    model_id: str,
+    *,
+    run_id: str,
+    scenario_id: str,
+    name: str,
+    role: str,
+    family: str,
+    recipe: dict[str, Any] | None = None,
+    parent_id: str | None = None,
+    artifact_path: str | None = None,
+    size_bytes: int | None = None,
+    metrics: dict[str, dict[str, float]] | None = None,
+    costs: Iterable[CostRecord] = (),
+) -> None:
+    """Add one model row with its metrics and costs to the open transaction `s`."""
+    if parent_id is not None and s.get(Model, parent_id) is None:
+        raise NotFoundError(f"parent model {parent_id!r} not found")
+    s.add(
+        Model(
+            id=model_id,
+            run_id=run_id,
+            scenario_id=scenario_id,
+            parent_id=parent_id,
+            name=name,
+            role=role,
+            family=family,
+            recipe=recipe or {},
+            artifact_path=None if artifact_path is None else str(artifact_path),
+            size_bytes=size_bytes,
+        )
+    )
+    s.flush()  # the model row exists inside the transaction from here on
+    for split, values in (metrics or {}).items():
+        for metric, value in values.items():
+            v = _metric_value(name, split, metric, value)
+            s.add(Metric(model_id=model_id, split=split, name=metric, value=v))
+    for cost in costs:
+        s.add(_cost_row(run_id, model_id, cost.stage, cost))
+
+
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -386,39 +428,29 @@ class Registry:
 
         Either everything appears or nothing does. Returns the model id (uuid4 hex by default).
         """
-        if role not in MODEL_ROLES:
-            raise InputError(f"model role must be one of {MODEL_ROLES}, got {role!r}")
-        model_id = model_id or uuid.uuid4().hex
+        fields = dict(locals())
+        del fields["self"]
+        return self.add_models([fields])[0]
+
+    def add_models(self, models: list[dict[str, Any]]) -> list[str]:
+        """Record several models (keyword dicts as for `add_model`, parents first) in ONE
+        transaction: a build's teacher and student appear together or not at all."""
+        for fields in models:
+            if fields["role"] not in MODEL_ROLES:
+                raise InputError(f"model role must be one of {MODEL_ROLES}, got {fields['role']!r}")
+        ids = [fields.get("model_id") or uuid.uuid4().hex for fields in models]
         try:
             with self._tx() as s:
-                if parent_id is not None and s.get(Model, parent_id) is None:
-                    raise NotFoundError(f"parent model {parent_id!r} not found")
-                s.add(
-                    Model(
-                        id=model_id,
-                        run_id=run_id,
-                        scenario_id=scenario_id,
-                        parent_id=parent_id,
-                        name=name,
-                        role=role,
-                        family=family,
-                        recipe=recipe or {},
-                        artifact_path=None if artifact_path is None else str(artifact_path),
-                        size_bytes=size_bytes,
+                for model_id, fields in zip(ids, models, strict=True):
+                    _insert_model(
+                        s, model_id, **{k: v for k, v in fields.items() if k != "model_id"}
                     )
-                )
-                s.flush()  # the model row exists inside the transaction from here on
-                for split, values in (metrics or {}).items():
-                    for metric, value in values.items():
-                        v = _metric_value(name, split, metric, value)
-                        s.add(Metric(model_id=model_id, split=split, name=metric, value=v))
-                for cost in costs:
-                    s.add(_cost_row(run_id, model_id, cost.stage, cost))
         except DBIntegrityError as exc:
+            names = ", ".join(repr(f["name"]) for f in models)
             raise InputError(
-                f"could not register model {name!r}: {str(exc.orig).splitlines()[0]}"
+                f"could not register model {names}: {str(exc.orig).splitlines()[0]}"
             ) from exc
-        return model_id
+        return ids
 
     def get_model(self, id_or_prefix: str) -> ModelRecord:
         """Look a model up by full id or by a unique id prefix."""
