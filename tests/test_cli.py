@@ -156,3 +156,54 @@ def test_usage_errors_are_one_message_and_exit_2(home, capsys, argv, expected):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--precision", "fp8", "precision"),
+        ("--layers", "0", "layers=0"),
+        ("--epochs", "0", "epochs=0"),
+        ("--adapt", "magic", "magic"),
+    ],
+)
+def test_bad_build_options_fail_before_any_work(home, capsys, option, value, expected):
+    assert main(["build", "any-scenario", option, value]) == 2
+    assert expected in _one_error_line(capsys)
+
+
+def test_too_many_student_layers_for_the_teacher(built, tiny_teacher_dir, capsys):
+    args = [
+        "build",
+        "tiny",
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--max-length",
+        "32",
+        "--precision",
+        "fp32",
+        "--adapt",
+        "logreg",
+        "--layers",
+        "9",
+        "--no-bench",
+    ]
+    assert main(args) == 2
+    assert "1..4" in _one_error_line(capsys)
+
+
+def test_bench_refuses_a_folder_that_is_not_a_bundle(home, tmp_path, capsys):
+    (tmp_path / "notabundle").mkdir()
+    assert main(["bench", str(tmp_path / "notabundle")]) == 4
+    assert "manifest" in _one_error_line(capsys)
+    assert main(["bench", str(tmp_path / "missing-dir")]) == 3
+    assert "missing-dir" in _one_error_line(capsys)
+
+
+def test_scenario_without_validation_split_is_refused(home, tmp_path, capsys):
+    data = write_dataset(tmp_path / "tiny.jsonl")
+    assert main(["data", "import", str(data), "--name", "tiny"]) == 0
+    capsys.readouterr()
+    args = ["scenario", "create", "s", "--dataset", "tiny", "--label", "label", "--val-frac", "0"]
+    assert main(args) == 2
+    assert "val_frac" in _one_error_line(capsys)

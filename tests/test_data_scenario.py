@@ -72,7 +72,9 @@ def test_facet_label_keeps_only_single_tag_rows():
         }
     )
     data = materialize(
-        spec(text_fields=["summary"], derived_label={"facet": "interface"}, split={"val_frac": 0}),
+        spec(
+            text_fields=["summary"], derived_label={"facet": "interface"}, split={"val_frac": 0.01}
+        ),
         df,
     )
     got = all_rows(data).set_index("row_id")["label"].sort_index()

@@ -15,6 +15,7 @@ from modelfab.distill.transformer import (
     TransformerStudentConfig,
     truncated_backbone,
 )
+from modelfab.errors import InputError
 from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # also requested by the module fixtures
@@ -174,8 +175,16 @@ def test_truncated_backbone_outputs_match_teacher_prefix(teacher):
 
 @pytest.mark.parametrize("layers", [0, 5])
 def test_truncated_backbone_rejects_bad_layer_counts(teacher, layers):
-    with pytest.raises(ValueError, match="1..4"):
+    with pytest.raises(InputError, match="1..4"):
         truncated_backbone(teacher, layers)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"layers": 0}, {"epochs": 0}, {"temperature": 0.0}, {"alpha": 1.5}]
+)
+def test_student_config_rejects_bad_values(bad):
+    with pytest.raises(InputError, match=next(iter(bad))):
+        TransformerStudentConfig(**bad)
 
 
 # --- TransformerStudent ------------------------------------------------------------------
@@ -303,3 +312,27 @@ def test_student_fit_is_deterministic_and_works_without_features(teacher, tiny_t
     np.testing.assert_array_equal(
         a.predict_logits(data.val_texts), b.predict_logits(data.val_texts)
     )
+
+
+def test_student_keeps_the_best_epoch(teacher, tiny_texts, monkeypatch):
+    """With validation scores peaking at epoch 2, the fitted model predicts what it did then."""
+    from modelfab.distill import transformer
+
+    texts, labels = tiny_texts
+    data = make_distill_data(teacher, texts, labels, with_features=False)
+    scores = iter([0.1, 0.9, 0.2])
+    monkeypatch.setattr(transformer, "f1_score", lambda *a, **k: next(scores))
+    seen: list[np.ndarray] = []
+    original = TransformerStudent.predict_logits
+
+    def recording(self, texts, batch_size=64):
+        out = original(self, texts, batch_size)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(TransformerStudent, "predict_logits", recording)
+    student = TransformerStudent(teacher, small_config(epochs=3)).fit(data)
+    assert student.val_f1_ == 0.9
+    assert [h["val_macro_f1"] for h in student.history_] == [0.1, 0.9, 0.2]
+    assert len(seen) == 3 and np.abs(seen[1] - seen[2]).max() > 1e-4  # epochs really differ
+    np.testing.assert_allclose(original(student, data.val_texts), seen[1], atol=1e-5)

@@ -240,7 +240,7 @@ def test_cache_encodes_duplicates_once(tmp_path):
     feats, stats = FeatureCache(tmp_path).encode(fake, texts)
     assert sorted(fake.seen) == ["x", "y", "z"]
     assert stats.forward_passes == 3
-    assert stats.hits == 0  # hits count texts found on disk; none were before this call
+    assert stats.hits == 2  # repeats within a call are served from the first encoding
     assert feats.shape == (5, 4)
     np.testing.assert_array_equal(feats[0], feats[2])
     np.testing.assert_array_equal(feats[1], feats[4])

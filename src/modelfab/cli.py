@@ -230,6 +230,10 @@ def _bundle_path(bundle: str) -> Path:
     path = Path(bundle)
     if path.is_dir():
         return path
+    if "/" in bundle or bundle.startswith("."):
+        from modelfab.errors import NotFoundError
+
+        raise NotFoundError(f"no bundle directory {bundle}")
     from modelfab.registry import Registry
 
     record = Registry().get_model(bundle)
@@ -274,7 +278,9 @@ def bench_cmd(
         if not sample:
             raise InputError(f"{texts} has no texts")
     else:
-        labels = json.loads((path / "labels.json").read_text())
+        from modelfab.export.runtime import BundlePredictor
+
+        labels = BundlePredictor(path).labels_  # verifies the manifest before reading anything
         sample = [
             f"a package for {label} work, with documentation and examples" for label in labels
         ]

@@ -42,7 +42,7 @@ class SplitSpec(BaseModel):
     kind: Literal["stratified", "group"] = "stratified"
     group_field: str | None = None
     test_frac: float = Field(default=0.2, gt=0, lt=1)
-    val_frac: float = Field(default=0.1, ge=0, lt=1)
+    val_frac: float = Field(default=0.1, gt=0, lt=1)  # model selection needs validation data
 
     @model_validator(mode="after")
     def _check(self) -> SplitSpec:

@@ -13,6 +13,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from modelfab.distill.base import DistillData, feature_loss, kd_loss
+from modelfab.errors import InputError
 from modelfab.progress import track
 from modelfab.teachers.hf_encoder import HFTextEncoder, PooledEncoder
 
@@ -43,13 +44,27 @@ class TransformerStudentConfig:
     freeze_word_embeddings: bool = True  # half of MiniLM's weights; freezing speeds AdamW up
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        checks = {
+            "layers": self.layers >= 1,
+            "max_length": 8 <= self.max_length <= 512,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "temperature": self.temperature > 0,
+            "alpha": 0 <= self.alpha <= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{n}={getattr(self, n)}" for n in bad)
+            raise InputError(f"invalid student config: {values}")
+
 
 def truncated_backbone(teacher: HFTextEncoder, layers: int) -> nn.Module:
     """A copy of the teacher backbone keeping its embeddings and first `layers` layers."""
     backbone: Any = copy.deepcopy(teacher.module.backbone)
     total = len(backbone.encoder.layer)
     if not 1 <= layers <= total:
-        raise ValueError(f"student layers must be in 1..{total}, not {layers}")
+        raise InputError(f"student layers must be in 1..{total} for this teacher, not {layers}")
     backbone.encoder.layer = nn.ModuleList(list(backbone.encoder.layer)[:layers])
     backbone.config.num_hidden_layers = layers
     return backbone

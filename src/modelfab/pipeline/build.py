@@ -66,6 +66,17 @@ def load_scenario(
     return spec, materialize(spec, frame), record
 
 
+def _check_splits(name: str, data: ScenarioData) -> None:
+    """Refuse scenarios a build cannot learn from, before any work is spent on them."""
+    if data.train["label"].nunique() < 2:
+        raise InputError(f"scenario {name!r}: the train split needs at least 2 classes")
+    for split in ("val", "test"):
+        if len(getattr(data, split)) == 0:
+            raise InputError(
+                f"scenario {name!r}: the {split} split is empty; use more data or a larger fraction"
+            )
+
+
 def _cost_summary(records: list[CostRecord]) -> dict:
     return {r.stage: r.to_dict() for r in records}
 
@@ -78,8 +89,7 @@ def build(
     home, artifacts = paths.home(), paths.artifacts()
     registry = registry or Registry()
     spec, data, scenario = load_scenario(name, registry, home)
-    if len(data.classes) < 2:
-        raise InputError(f"scenario {name!r} has {len(data.classes)} class; need at least 2")
+    _check_splits(name, data)
     sweep_orphans(artifacts, registry)
     run_id = registry.start_run(scenario.id, "build", config.to_dict())
     workspace = Workspace(artifacts, run_id)
@@ -109,6 +119,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
 
     with Meter("teacher-features") as m_feat:
         teacher, precision = load_teacher(config.teacher, sample=texts["train"][:16], home=home)
+        if config.student.layers > teacher.n_layers:
+            raise InputError(f"student layers must be in 1..{teacher.n_layers} for this teacher")
         cache = FeatureCache(home / "cache" / "features")
         all_texts = texts["train"] + texts["val"] + texts["test"] + pool
         feats, stats = cache.encode(teacher, all_texts, label=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from modelfab.distill.transformer import TransformerStudentConfig
+from modelfab.errors import InputError
 
 
 @dataclass
@@ -12,6 +13,12 @@ class TeacherConfig:
     path: str | None = None  # a local HF model directory; None: packaged all-MiniLM-L6-v2
     max_length: int = 64  # summary + start of description; cost grows linearly with it
     precision: str = "auto"  # "auto" (measure on this CPU), "fp32" or "bf16"
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise InputError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if not 8 <= self.max_length <= 512:
+            raise InputError(f"teacher max_length must be in 8..512, not {self.max_length}")
 
 
 @dataclass
@@ -21,6 +28,10 @@ class BenchConfig:
     max_seconds: float = 6.0  # per model and phase budget; see bench.latency
     b1_calls: int = 200
 
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.max_seconds <= 0 or self.b1_calls < 1:
+            raise InputError("bench needs threads >= 1, max_seconds > 0 and b1_calls >= 1")
+
 
 @dataclass
 class BuildConfig:
@@ -28,6 +39,13 @@ class BuildConfig:
     adapt: tuple[str, ...] = ("logreg", "mlp")
     student: TransformerStudentConfig = field(default_factory=TransformerStudentConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def __post_init__(self) -> None:
+        from modelfab.adapt.select import STRATEGIES
+
+        unknown = [a for a in self.adapt if a not in STRATEGIES]
+        if unknown or not self.adapt:
+            raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

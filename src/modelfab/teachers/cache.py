@@ -80,9 +80,8 @@ class FeatureCache:
         for h, t in zip(hashes, texts, strict=True):
             if h not in cached and h not in missing:
                 missing[h] = t
-        stats = CacheStats(
-            hits=len(texts) - sum(1 for h in hashes if h in missing), forward_passes=len(missing)
-        )
+        # Every text is either encoded once or served from the cache: hits + passes == N.
+        stats = CacheStats(hits=len(texts) - len(missing), forward_passes=len(missing))
         todo = list(missing.items())
         with track(f"{label}: encoding {len(todo)} new texts", len(todo)) as advance:
             for start in range(0, len(todo), chunk):

@@ -126,6 +126,7 @@ class HFTextEncoder:
         pooling, normalize = _sentence_transformers_pooling(self.model_dir)
         self.module = PooledEncoder(backbone.eval(), pooling, normalize).eval()
         self.dim = int(backbone.config.hidden_size)
+        self.n_layers = int(backbone.config.num_hidden_layers)
         self.weights_id = weights_digest(self.model_dir)
         cfg = self.config
         spec = f"{self.weights_id}|{pooling}|{normalize}|{cfg.max_length}|{cfg.precision}"
