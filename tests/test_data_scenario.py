@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from modelfab import paths
 from modelfab.data.connectors import load_table
 from modelfab.data.quality import quality_report
 from modelfab.data.scenario import ScenarioSpec, materialize
 from modelfab.errors import InputError
 
-DEBIAN = Path(__file__).resolve().parents[2] / "shared/data/debian-packages.jsonl.gz"
+DEBIAN = paths.debian_snapshot()
 
 
 def frame(n_per_class: int = 30, classes: tuple[str, ...] = ("games", "libs", "net")):

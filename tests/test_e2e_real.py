@@ -3,10 +3,9 @@ public API, down to an int8 bundle that predicts without torch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from modelfab import paths
 from modelfab.data.scenario import DerivedLabel, Filters, ScenarioSpec, SplitSpec
 from modelfab.distill.transformer import TransformerStudentConfig
 from modelfab.export.runtime import BundlePredictor
@@ -14,7 +13,7 @@ from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.pipeline.config import BenchConfig, BuildConfig
 
-SNAPSHOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "debian-packages.jsonl.gz"
+SNAPSHOT = paths.debian_snapshot()
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from modelfab import paths
 from modelfab.data.connectors import debian_index_paths
 from modelfab.data.scenario import DerivedLabel, Filters, ScenarioSpec, SplitSpec
 from modelfab.distill.transformer import TransformerStudentConfig
@@ -24,9 +25,6 @@ from modelfab.pipeline.config import BenchConfig, BuildConfig
 from modelfab.report.render import rich_table, write_report
 
 APT_UPDATE = "apt-get update -o Acquire::Languages=en"
-SNAPSHOT = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "debian-packages.jsonl.gz"
-)
 
 
 def _try_apt_update(console: Console) -> None:
@@ -105,9 +103,9 @@ def run_demo(out_dir: Path, console: Console | None = None) -> list[dict]:
     packages, translations = find_index(console)
     if packages is not None:
         version = import_data(packages, fmt="debian", name="apt-index", translations=translations)
-    elif SNAPSHOT.is_file():
-        console.print(f"no apt package index; using the snapshot {SNAPSHOT}")
-        version = import_data(SNAPSHOT, name="debian-snapshot")
+    elif paths.debian_snapshot().is_file():
+        console.print(f"no apt package index; using the snapshot {paths.debian_snapshot()}")
+        version = import_data(paths.debian_snapshot(), name="debian-snapshot")
     else:
         raise EnvironmentProblem(f"no Debian package index found; run: sudo {APT_UPDATE}")
     console.print(f"dataset {version.name} {version.id[:12]}: {version.n_rows} packages")

@@ -22,3 +22,13 @@ def artifacts() -> Path:
     path = home() / "artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def debian_snapshot() -> Path:
+    """The Debian package snapshot used by the demo fallback, the bench and slow tests:
+    MODELFAB_DEBIAN_SNAPSHOT, else ../shared/data/debian-packages.jsonl.gz beside the checkout."""
+    override = os.environ.get("MODELFAB_DEBIAN_SNAPSHOT")
+    if override:
+        return Path(override).expanduser()
+    checkout = Path(__file__).resolve().parents[2]  # src/modelfab/paths.py -> repository root
+    return checkout.parent / "shared" / "data" / "debian-packages.jsonl.gz"

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelfab import paths
 from modelfab.atomic import write_text
 from modelfab.bench.hardware import fingerprint
 from modelfab.data.scenario import Filters, ScenarioSpec, SplitSpec
@@ -18,10 +19,6 @@ from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.pipeline.config import BuildConfig
 from modelfab.report.render import write_report
-
-SNAPSHOT = (
-    Path(__file__).resolve().parents[3].parent / "shared" / "data" / "debian-packages.jsonl.gz"
-)
 
 
 def foundation_spec(dataset: str, unlabeled_pool: int = 3000) -> ScenarioSpec:
@@ -54,11 +51,11 @@ def acceptance(records: list[dict]) -> dict:
 
 def run(
     out_dir: Path = Path("bench-results"),
-    snapshot: Path = SNAPSHOT,
+    snapshot: Path | None = None,
     config: BuildConfig | None = None,
 ) -> dict:
     started = time.time()
-    version = import_data(snapshot, name="debian-snapshot")
+    version = import_data(snapshot or paths.debian_snapshot(), name="debian-snapshot")
     spec = foundation_spec(version.id)
     create_scenario(spec)
     result = build(spec.name, config or BuildConfig())
