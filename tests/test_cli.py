@@ -19,6 +19,12 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+def _build_args(teacher_dir, layers: int, extra: list[str]) -> list[str]:
+    """`modelfab build tiny` on the tiny teacher, fast settings."""
+    fast = ["--max-length", "32", "--precision", "fp32", "--adapt", "logreg"]
+    return ["build", "tiny", "--teacher", str(teacher_dir), *fast, "--layers", str(layers), *extra]
+
+
 def _one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -49,23 +55,7 @@ def built(home, tmp_path, tiny_teacher_dir, capsys):
     ]
     assert main(args) == 0
     assert "classes" in capsys.readouterr().out.lower()
-    args = [
-        "build",
-        "tiny",
-        "--teacher",
-        str(tiny_teacher_dir),
-        "--max-length",
-        "32",
-        "--precision",
-        "fp32",
-        "--adapt",
-        "logreg",
-        "--layers",
-        "1",
-        "--epochs",
-        "1",
-        "--no-bench",
-    ]
+    args = _build_args(tiny_teacher_dir, layers=1, extra=["--epochs", "1", "--no-bench"])
     assert main(args) == 0
     bundle = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("bundle: ").strip()
     return bundle
@@ -173,21 +163,7 @@ def test_bad_build_options_fail_before_any_work(home, capsys, option, value, exp
 
 
 def test_too_many_student_layers_for_the_teacher(built, tiny_teacher_dir, capsys):
-    args = [
-        "build",
-        "tiny",
-        "--teacher",
-        str(tiny_teacher_dir),
-        "--max-length",
-        "32",
-        "--precision",
-        "fp32",
-        "--adapt",
-        "logreg",
-        "--layers",
-        "9",
-        "--no-bench",
-    ]
+    args = _build_args(tiny_teacher_dir, layers=9, extra=["--no-bench"])
     assert main(args) == 2
     assert "1..4" in _one_error_line(capsys)
 
