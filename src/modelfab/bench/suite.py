@@ -82,6 +82,9 @@ if __name__ == "__main__":
 
     from modelfab.report.render import rich_table
 
+    import sys
+
     out = run()
-    Console().print(rich_table(out["records"]))
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(rich_table(out["records"]))
     pprint(out["acceptance"])
