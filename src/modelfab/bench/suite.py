@@ -77,12 +77,12 @@ def run(
 
 
 if __name__ == "__main__":
+    import sys
+
     from rich.console import Console
     from rich.pretty import pprint
 
     from modelfab.report.render import rich_table
-
-    import sys
 
     out = run()
     console = Console() if sys.stdout.isatty() else Console(width=200)
