@@ -17,20 +17,7 @@ from torch import nn
 
 from modelfab.adapt.base import AdaptData
 from modelfab.progress import track
-
-
-def encode_with(
-    encoder: nn.Module, tokenize, texts: list[str], dim: int, batch_size: int = 64
-) -> np.ndarray:
-    """(N, dim) features of `texts` from a (possibly fine-tuned) pooled encoder, input order."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), dim), dtype=np.float32)
-    encoder.eval()
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = encoder(**tokenize([texts[i] for i in idx])).float().numpy()
-    return out
+from modelfab.teachers.hf_encoder import encode_in_batches
 
 
 class FineTuneAdapter:
@@ -82,7 +69,9 @@ class FineTuneAdapter:
                     advance(1)
         self.encoder_ = encoder.eval()
         self.head_ = head.eval()
-        val_x = encode_with(self.encoder_, self.teacher.tokenize, data.val_texts, self.teacher.dim)
+        val_x = encode_in_batches(
+            self.encoder_, self.teacher.tokenize, data.val_texts, self.teacher.dim
+        )
         self.val_f1_ = float(f1_score(data.val_y, self.logits(val_x).argmax(1), average="macro"))
         return self
 

@@ -18,9 +18,8 @@ from torch import nn
 @dataclass
 class DistillData:
     texts: list[str]  # labeled train texts first, then the unlabeled pool
-    soft: np.ndarray  # (N, C) teacher probabilities at temperature 1
     hard: np.ndarray  # (N,) class index, -1 where no human label
-    teacher_logits: np.ndarray  # (N, C)
+    teacher_logits: np.ndarray  # (N, C) adapted-teacher logits (soft labels via softmax)
     val_texts: list[str]
     val_y: np.ndarray
     n_classes: int

@@ -52,11 +52,6 @@ def _index(labels, classes: list[str]) -> np.ndarray:
     return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def load_scenario(
     name: str, registry: Registry, home: Path
 ) -> tuple[ScenarioSpec, ScenarioData, ScenarioRecord]:
@@ -149,10 +144,10 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         head = adaptation.best
         encoder = getattr(head, "encoder_", teacher.module)
         if encoder is not teacher.module:  # fine-tuned body: its features replace the cached ones
-            from modelfab.adapt.finetune import encode_with
+            from modelfab.teachers.hf_encoder import encode_in_batches
 
             x = {
-                s: encode_with(encoder, teacher.tokenize, t, teacher.dim)
+                s: encode_in_batches(encoder, teacher.tokenize, t, teacher.dim)
                 for s, t in (
                     ("train", texts["train"]),
                     ("val", texts["val"]),
@@ -169,7 +164,6 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         train_logits = head.logits(np.concatenate([x["train"], x["pool"]]))
         distill_data = DistillData(
             texts=texts["train"] + pool,
-            soft=_softmax(train_logits),
             hard=np.concatenate([y["train"], np.full(len(pool), -1)]),
             teacher_logits=train_logits,
             val_texts=texts["val"],

@@ -153,15 +153,36 @@ class HFTextEncoder:
     def encode(
         self, texts: Sequence[str], progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
-        """Features for `texts`; batches are length-sorted so little time goes to padding."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")
-        bf16 = self.config.precision == "bf16"
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            for start in range(0, len(order), self.config.batch_size):
-                idx = order[start : start + self.config.batch_size]
-                batch = self.tokenize([texts[i] for i in idx])
-                out[idx] = self.module(**batch).float().numpy()
-                if progress:
-                    progress(len(idx))
-        return out
+        """Features for `texts` from the frozen teacher."""
+        return encode_in_batches(
+            self.module,
+            self.tokenize,
+            texts,
+            self.dim,
+            self.config.batch_size,
+            bf16=self.config.precision == "bf16",
+            progress=progress,
+        )
+
+
+def encode_in_batches(
+    encoder: nn.Module,
+    tokenize: Callable[[Sequence[str]], dict[str, torch.Tensor]],
+    texts: Sequence[str],
+    dim: int,
+    batch_size: int = 64,
+    bf16: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(N, dim) features of `texts` from a pooled encoder (frozen or fine-tuned), in input
+    order; batches are length-sorted so little time goes to padding."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    encoder.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = encoder(**tokenize([texts[i] for i in idx])).float().numpy()
+            if progress:
+                progress(len(idx))
+    return out
