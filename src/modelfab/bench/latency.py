@@ -1,7 +1,11 @@
 """Latency and throughput of a classifier: warm up, time per call, report percentiles/medians.
 
 Each phase stops early once its share of `max_seconds` is spent, so one bench call is bounded;
-the result says how many calls were actually timed.
+the result says how many calls were actually timed. Batch-1 latency is measured in rounds and
+reported as the median over rounds (see `bench_callable`).
+
+These functions time in the calling process; `modelfab.bench.probe` runs them in a fresh child
+process so that load time and peak memory belong to the measured model alone.
 """
 
 from __future__ import annotations
@@ -26,21 +30,26 @@ def bench_callable(
     b1_calls: int = 200,
     batch_size: int = 32,
     max_seconds: float = 8.0,
+    rounds: int = 3,
 ) -> dict:
     """Time `fn_batch1` per call (p50/p99 over up to `b1_calls` calls) and `fn_batch32`
     (median over up to `repeats` calls, as texts/s for `batch_size` texts per call).
 
     Half of `max_seconds` goes to each phase, warm-up included; each phase times at least one call.
+    The batch-1 calls are split into `rounds` consecutive rounds with an equal share of calls and
+    time: the headline p50/p99 are the medians of the per-round values, so one disturbed round
+    (another process waking up) moves them less than it moves one pooled percentile. The pooled
+    percentiles over all calls are reported too (`*_pooled`).
     """
     if warmup < 0 or repeats < 1 or b1_calls < 1 or batch_size < 1 or max_seconds <= 0:
         raise InputError("bench_callable needs warmup >= 0, repeats, b1_calls, batch_size >= 1")
+    if rounds < 1:
+        raise InputError(f"bench_callable needs rounds >= 1, got {rounds}")
+    rounds = min(rounds, b1_calls)
     clock = time.perf_counter
     budget = max_seconds / 2
 
-    def timed(fn, n_warmup: int, n: int) -> list[float]:
-        deadline = clock() + budget
-        for _ in range(n_warmup):
-            fn()
+    def timed(fn, n: int, deadline: float) -> list[float]:
         seconds: list[float] = []
         while len(seconds) < n and (not seconds or clock() < deadline):
             start = clock()
@@ -48,13 +57,37 @@ def bench_callable(
             seconds.append(clock() - start)
         return seconds
 
-    b1 = np.array(timed(fn_batch1, warmup, b1_calls)) * 1e3
-    b32 = np.array(timed(fn_batch32, min(warmup, 2), repeats))
+    def warm(fn, n: int, deadline: float) -> None:
+        for _ in range(n):
+            fn()
+            if clock() >= deadline:
+                break
+
+    # Batch 1: warm up once, then `rounds` rounds sharing the calls and the time equally.
+    start = clock()
+    warm(fn_batch1, warmup, start + budget)
+    per_round = [b1_calls // rounds + (i < b1_calls % rounds) for i in range(rounds)]
+    b1_rounds = [
+        np.array(timed(fn_batch1, n, start + budget * (i + 1) / rounds)) * 1e3
+        for i, n in enumerate(per_round)
+    ]
+    b1 = np.concatenate(b1_rounds)
+    p50s = [float(np.percentile(r, 50)) for r in b1_rounds]
+    p99s = [float(np.percentile(r, 99)) for r in b1_rounds]
+
+    deadline = clock() + budget
+    warm(fn_batch32, min(warmup, 2), deadline)
+    b32 = np.array(timed(fn_batch32, repeats, deadline))
     return {
-        "latency_b1_p50_ms": float(np.percentile(b1, 50)),
-        "latency_b1_p99_ms": float(np.percentile(b1, 99)),
+        "latency_b1_p50_ms": float(np.median(p50s)),
+        "latency_b1_p99_ms": float(np.median(p99s)),
+        "latency_b1_p50_ms_pooled": float(np.percentile(b1, 50)),
+        "latency_b1_p99_ms_pooled": float(np.percentile(b1, 99)),
+        "latency_b1_p50_ms_rounds": p50s,
+        "latency_b1_p99_ms_rounds": p99s,
         "latency_b1_mean_ms": float(b1.mean()),
         "b1_calls": int(b1.size),
+        "rounds": rounds,
         "throughput_b32": float(batch_size / np.median(b32)),
         "latency_b32_p50_ms": float(np.median(b32) * 1e3),
         "b32_repeats": int(b32.size),

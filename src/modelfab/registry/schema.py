@@ -1,4 +1,5 @@
-"""Registry tables: datasets, scenarios, runs, models (with lineage), metrics and costs.
+"""Registry tables: datasets, scenarios, runs, models (with lineage), metrics, costs and
+benchmark results (model by hardware).
 
 Portable SQLAlchemy 2 declarative ORM: plain String/Integer/Float/DateTime/Text columns and
 `sqlalchemy.JSON`, nothing SQLite-only, so the same schema runs on PostgreSQL.
@@ -112,3 +113,37 @@ class Cost(Base):
     labeled_examples: Mapped[int] = mapped_column(Integer, default=0)
     teacher_forward_passes: Mapped[int] = mapped_column(Integer, default=0)
     cache_hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BenchResult(Base):
+    """One benchmark measurement of one artifact at one thread count on one machine.
+
+    `model_id` is empty for a bundle benchmarked outside the registry (and becomes empty when
+    its model is deleted: the measurement of the artifact stays true). `hardware_id` is the hash
+    of the stable part of `hardware` (see `modelfab.bench.results.hardware_id`), so results from
+    the same machine group together while `hardware` keeps the full fingerprint, library versions
+    included.
+    """
+
+    __tablename__ = "bench_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), index=True
+    )
+    artifact: Mapped[str] = mapped_column(String(1000))  # bundle or teacher directory
+    artifact_sha: Mapped[str | None] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "bundle" or "teacher"
+    backend: Mapped[str] = mapped_column(String(50))  # "onnxruntime", "torch-fp32"
+    hardware_id: Mapped[str] = mapped_column(String(64), index=True)
+    hardware: Mapped[dict[str, Any]]
+    threads: Mapped[int] = mapped_column(Integer)
+    latency_b1_p50_ms: Mapped[float] = mapped_column(Float)
+    latency_b1_p99_ms: Mapped[float] = mapped_column(Float)
+    throughput_b32: Mapped[float] = mapped_column(Float)
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    load_s: Mapped[float | None] = mapped_column(Float)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    flops_fraction_of_peak: Mapped[float | None] = mapped_column(Float)
+    extra: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

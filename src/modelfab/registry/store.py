@@ -1,4 +1,5 @@
-"""The registry: datasets, scenarios, runs, models, metrics and costs in one SQL database.
+"""The registry: datasets, scenarios, runs, models, metrics, costs and benchmark results in one
+SQL database.
 
 Every method opens and closes its own session and returns frozen dataclasses (or dicts), never
 live ORM objects, so callers never hold a session or a lock. SQLite files use WAL and a busy
@@ -7,6 +8,7 @@ timeout so several processes (CLI, server, pipeline) can share one registry.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterable, Iterator
@@ -27,6 +29,7 @@ from modelfab.registry.schema import (
     MODEL_ROLES,
     RUN_STATUSES,
     Base,
+    BenchResult,
     Cost,
     Dataset,
     Metric,
@@ -111,6 +114,32 @@ class CostEntry:
         return CostRecord.from_dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class BenchResultRecord:
+    """One stored benchmark row, with the model's and scenario's names when it has a model."""
+
+    id: int
+    model_id: str | None
+    model_name: str | None
+    scenario_name: str | None
+    artifact: str
+    artifact_sha: str | None
+    kind: str
+    backend: str
+    hardware_id: str
+    hardware: dict[str, Any]
+    threads: int
+    latency_b1_p50_ms: float
+    latency_b1_p99_ms: float
+    throughput_b32: float
+    peak_rss_bytes: int | None
+    load_s: float | None
+    size_bytes: int | None
+    flops_fraction_of_peak: float | None
+    extra: dict[str, Any]
+    created_at: datetime
+
+
 def _dataset(row: Dataset) -> DatasetRecord:
     return DatasetRecord(
         row.id, row.name, row.source, row.n_rows, list(row.columns), row.path, _utc(row.created_at)
@@ -165,6 +194,54 @@ def _cost(row: Cost) -> CostEntry:
         row.teacher_forward_passes,
         row.cache_hits,
     )
+
+
+def _bench_result(
+    row: BenchResult, model_name: str | None, scenario_name: str | None
+) -> BenchResultRecord:
+    return BenchResultRecord(
+        row.id,
+        row.model_id,
+        model_name,
+        scenario_name,
+        row.artifact,
+        row.artifact_sha,
+        row.kind,
+        row.backend,
+        row.hardware_id,
+        row.hardware,
+        row.threads,
+        row.latency_b1_p50_ms,
+        row.latency_b1_p99_ms,
+        row.throughput_b32,
+        row.peak_rss_bytes,
+        row.load_s,
+        row.size_bytes,
+        row.flops_fraction_of_peak,
+        row.extra,
+        _utc(row.created_at),
+    )
+
+
+def _finite(what: str, value: Any, optional: bool = False) -> float | None:
+    """`value` as a float, refusing NaN, infinities, bools and non-numbers (None if `optional`)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise InputError(f"benchmark field {what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _json_object(what: str, value: dict[str, Any] | None) -> dict[str, Any]:
+    """A plain-JSON copy of `value`, so the JSON column never fails at commit time."""
+    try:
+        return json.loads(json.dumps(value or {}, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"benchmark field {what} is not plain JSON: {exc}") from None
 
 
 def _cost_row(run_id: str, model_id: str | None, stage: str, cost: CostRecord) -> Cost:
@@ -517,3 +594,112 @@ class Registry:
             query = query.where(Cost.model_id == model_id)
         with self._sessions() as s:
             return [_cost(r) for r in s.scalars(query)]
+
+    # ---- benchmark results (model by hardware) -----------------------------------------------
+
+    def add_bench_result(
+        self,
+        *,
+        artifact: str,
+        kind: str,
+        backend: str,
+        hardware_id: str,
+        hardware: dict[str, Any],
+        threads: int,
+        latency_b1_p50_ms: float,
+        latency_b1_p99_ms: float,
+        throughput_b32: float,
+        model_id: str | None = None,
+        artifact_sha: str | None = None,
+        peak_rss_bytes: int | None = None,
+        load_s: float | None = None,
+        size_bytes: int | None = None,
+        flops_fraction_of_peak: float | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> int:
+        """Store one measurement (one artifact, one thread count, one machine); returns its id.
+
+        `model_id` (full id or unique prefix) ties it to a registered model; None for a bundle
+        benchmarked outside the registry.
+        """
+        fields = dict(locals())
+        del fields["self"]
+        return self.add_bench_results([fields])[0]
+
+    def add_bench_results(self, results: list[dict[str, Any]]) -> list[int]:
+        """Store several measurements (keyword dicts as for `add_bench_result`) in ONE
+        transaction: a benchmark's rows for 1 and 2 threads appear together or not at all."""
+        rows = []
+        for fields in results:
+            threads = fields["threads"]
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise InputError(f"benchmark threads must be an integer >= 1, got {threads!r}")
+            if not fields["hardware_id"]:
+                raise InputError("benchmark result needs a hardware id")
+            model_id = fields.get("model_id")
+            rows.append(
+                BenchResult(
+                    model_id=None if model_id is None else self.get_model(model_id).id,
+                    artifact=str(fields["artifact"]),
+                    artifact_sha=fields.get("artifact_sha"),
+                    kind=str(fields["kind"]),
+                    backend=str(fields["backend"]),
+                    hardware_id=str(fields["hardware_id"]),
+                    hardware=_json_object("hardware", fields["hardware"]),
+                    threads=threads,
+                    latency_b1_p50_ms=_finite("latency_b1_p50_ms", fields["latency_b1_p50_ms"]),
+                    latency_b1_p99_ms=_finite("latency_b1_p99_ms", fields["latency_b1_p99_ms"]),
+                    throughput_b32=_finite("throughput_b32", fields["throughput_b32"]),
+                    peak_rss_bytes=_int_or_none(fields.get("peak_rss_bytes")),
+                    load_s=_finite("load_s", fields.get("load_s"), optional=True),
+                    size_bytes=_int_or_none(fields.get("size_bytes")),
+                    flops_fraction_of_peak=_finite(
+                        "flops_fraction_of_peak",
+                        fields.get("flops_fraction_of_peak"),
+                        optional=True,
+                    ),
+                    extra=_json_object("extra", fields.get("extra")),
+                )
+            )
+        try:
+            with self._tx() as s:
+                s.add_all(rows)
+                s.flush()
+                return [row.id for row in rows]
+        except DBIntegrityError as exc:  # the model was deleted in between
+            raise InputError(
+                f"could not store benchmark result: {str(exc.orig).splitlines()[0]}"
+            ) from exc
+
+    def bench_history(
+        self,
+        model: str | None = None,
+        scenario: str | None = None,
+        hardware: str | None = None,
+        limit: int | None = 50,
+    ) -> list[BenchResultRecord]:
+        """Stored benchmark results, newest first.
+
+        `model`: full id or unique prefix; `scenario`: name or id (results of its models);
+        `hardware`: a hardware id or a prefix of one; `limit`: at most this many rows (None: all).
+        """
+        if limit is not None and limit < 1:
+            raise InputError(f"limit must be >= 1, got {limit}")
+        query = (
+            select(BenchResult, Model.name, Scenario.name)
+            .outerjoin(Model, BenchResult.model_id == Model.id)
+            .outerjoin(Scenario, Model.scenario_id == Scenario.id)
+            .order_by(BenchResult.created_at.desc(), BenchResult.id.desc())
+        )
+        if model is not None:
+            query = query.where(BenchResult.model_id == self.get_model(model).id)
+        if scenario is not None:
+            query = query.where(Model.scenario_id == self.get_scenario(scenario).id)
+        if hardware is not None:
+            if not hardware:
+                raise InputError("empty hardware id")
+            query = query.where(BenchResult.hardware_id.startswith(hardware, autoescape=True))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._sessions() as s:
+            return [_bench_result(row, m, sc) for row, m, sc in s.execute(query)]
