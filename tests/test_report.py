@@ -218,3 +218,135 @@ def test_importing_the_package_does_not_import_matplotlib():
     code = "import sys, modelfab.report, modelfab.report.render;print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------- per-scenario Pareto
+
+
+def _pareto_png(tmp_path, name):
+    return (tmp_path / "report-assets" / name).read_bytes()
+
+
+def test_one_pareto_png_per_scenario_referenced_under_its_heading(tmp_path):
+    md_path, html_path = write_report(records(), tmp_path, meta=META)
+    names = render.pareto_plot_names(["tickets", "reviews"])
+    assert names == {"tickets": "pareto-tickets.png", "reviews": "pareto-reviews.png"}
+    for name in names.values():
+        assert _pareto_png(tmp_path, name).startswith(PNG_MAGIC)
+
+    md = md_path.read_text(encoding="utf-8")
+    per_scenario = md.split("## Per scenario", 1)[1].split("## How to reproduce", 1)[0]
+    tickets = per_scenario.split("### tickets", 1)[1].split("### reviews", 1)[0]
+    reviews = per_scenario.split("### reviews", 1)[1]
+    assert "](report-assets/pareto-tickets.png)" in tickets
+    assert "](report-assets/pareto-reviews.png)" in reviews
+
+    html = html_path.read_text(encoding="utf-8")
+    for scenario, name in names.items():
+        section = html.split(f"<h3>{scenario}</h3>", 1)[1]
+        match = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
+        assert match and base64.b64decode(match.group(1)) == _pareto_png(tmp_path, name)
+
+
+def test_pareto_file_names_are_safe_and_unique(tmp_path):
+    names = render.pareto_plot_names(["a|b", "a/b", "<script>", "A-B", "..", "ok.v2"])
+    assert names == {
+        "a|b": "pareto-a-b.png",
+        "a/b": "pareto-a-b-2.png",
+        "<script>": "pareto-script.png",
+        "A-B": "pareto-A-B-3.png",  # clashes case-insensitively with a-b
+        "..": "pareto-scenario.png",
+        "ok.v2": "pareto-ok.v2.png",
+    }
+    write_report(records(second="<script>"), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "report-assets").iterdir()) == [
+        "accuracy_latency.png",
+        "pareto-script.png",
+        "pareto-tickets.png",
+    ]
+
+
+def test_pareto_plot_front_is_on_latency_and_test_f1_per_scenario(monkeypatch):
+    calls = []
+    real = render.pareto_front
+
+    def spy(recs, x, y):
+        calls.append(([r["variant"] for r in recs], x, y))
+        return real(recs, x=x, y=y)
+
+    monkeypatch.setattr(render, "pareto_front", spy)
+    pngs = render.pareto_pngs(records())
+    assert list(pngs) == ["tickets", "reviews"]
+    assert all(png.startswith(PNG_MAGIC) for png in pngs.values())
+    assert [(x, y) for _, x, y in calls] == [("latency_b1_p50_ms", "macro_f1")] * 2
+    assert calls[0][0] == ["teacher-fp32", "tfidf-logreg", "student-l4-fp32", "student-l2-int8"]
+
+
+def test_pareto_plot_survives_unplottable_records():
+    recs = [
+        {"scenario": "s", "variant": "no-latency", "role": "student", "macro_f1": 0.5},
+        {
+            "scenario": "s",
+            "variant": "zero",
+            "role": "teacher",
+            "macro_f1": 0.6,
+            "latency_b1_p50_ms": 0.0,
+        },
+    ]
+    assert render.pareto_png(recs, "s $1").startswith(PNG_MAGIC)
+
+
+def test_failure_in_a_pareto_plot_leaves_no_report(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("pareto failed")
+
+    monkeypatch.setattr(render, "pareto_png", boom)
+    with pytest.raises(RuntimeError, match="pareto failed"):
+        write_report(records(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- optional columns
+
+
+NEW_KEYS = ("Student family", "Threads", "Student peak RSS", "Student FLOP/s of peak", "Chosen")
+
+
+def test_old_records_render_without_the_new_columns(tmp_path):
+    old = [{k: v for k, v in r.items() if k != "chosen"} for r in records()]
+    md_path, html_path = write_report(old, tmp_path)
+    md = md_path.read_text(encoding="utf-8")
+    header = _summary_section(md).strip().splitlines()[0]
+    assert header.endswith("| Student CPU s |")
+    variants = md.split("## All variants", 1)[1].split("\n\n", 2)[1].splitlines()[0]
+    for absent in ("Family", "Val macro-F1", "Threads", "Peak RSS", "FLOP/s"):
+        assert absent not in header and absent not in variants
+    assert "Student family" not in html_path.read_text(encoding="utf-8")
+
+
+def test_new_keys_add_summary_and_variant_columns(tmp_path):
+    recs = records()
+    recs[3].update(  # tickets' chosen student-l2-int8
+        family="transformer",
+        threads=2,
+        peak_rss_bytes=312_000_000,
+        flops_fraction_of_peak=0.0421,
+        val_macro_f1=0.84,
+        compression={"quantization": "dynamic-int8", "layers": 2},
+    )
+    recs[7]["family"] = "static-embedding"  # reviews' best-F1 student, not chosen
+    md = write_report(recs, tmp_path)[0].read_text(encoding="utf-8")
+    lines = _summary_section(md).strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[-len(NEW_KEYS) :] == list(NEW_KEYS)
+    tickets = next(line for line in lines if line.startswith("| tickets |"))
+    assert tickets.endswith("| transformer | 2 | 312.0 MB | 4.21% | yes |")
+    reviews = next(line for line in lines if line.startswith("| reviews |"))
+    assert reviews.endswith("| static-embedding | — | — | — |  |")
+
+    variants = md.split("## All variants", 1)[1]
+    assert "| Family | Val macro-F1 | Threads | Peak RSS | FLOP/s of peak | Notes |" in variants
+    row = next(
+        line for line in variants.splitlines() if "student-l2-int8" in line and "tickets" in line
+    )
+    assert "| transformer | 0.840 | 2 | 312.0 MB | 4.21% |" in row
