@@ -216,7 +216,9 @@ def make_distill_data(teacher: HFTextEncoder, texts, labels, with_features=True)
 
 
 def small_config(**kwargs) -> TransformerStudentConfig:
-    base = dict(layers=2, max_length=16, epochs=EPOCHS, batch_size=8, lr=5e-3, head_lr=5e-2)
+    base = dict(
+        layers=2, max_length=16, epochs=EPOCHS, batch_size=8, lr=5e-3, head_lr=5e-2, min_steps=0
+    )
     return TransformerStudentConfig(**{**base, **kwargs})
 
 
@@ -314,23 +316,23 @@ def test_student_fit_is_deterministic_and_works_without_features(teacher, tiny_t
 
 def test_student_keeps_the_best_epoch(teacher, tiny_texts, monkeypatch):
     """With validation scores peaking at epoch 2, the fitted model predicts what it did then."""
-    from modelfab.distill import transformer
+    from modelfab.distill import train
 
     texts, labels = tiny_texts
     data = make_distill_data(teacher, texts, labels, with_features=False)
     scores = iter([0.1, 0.9, 0.2])
-    monkeypatch.setattr(transformer, "f1_score", lambda *a, **k: next(scores))
+    monkeypatch.setattr(train, "f1_score", lambda *a, **k: next(scores))
     seen: list[np.ndarray] = []
-    original = TransformerStudent.predict_logits
+    original = train.predict_logits
 
-    def recording(self, texts, batch_size=64):
-        out = original(self, texts, batch_size)
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
         seen.append(out)
         return out
 
-    monkeypatch.setattr(TransformerStudent, "predict_logits", recording)
+    monkeypatch.setattr(train, "predict_logits", recording)
     student = TransformerStudent(teacher, small_config(epochs=3)).fit(data)
     assert student.val_f1_ == 0.9
     assert [h["val_macro_f1"] for h in student.history_] == [0.1, 0.9, 0.2]
     assert len(seen) == 3 and np.abs(seen[1] - seen[2]).max() > 1e-4  # epochs really differ
-    np.testing.assert_allclose(original(student, data.val_texts), seen[1], atol=1e-5)
+    np.testing.assert_allclose(student.predict_logits(data.val_texts), seen[1], atol=1e-5)

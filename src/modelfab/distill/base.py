@@ -7,8 +7,8 @@ A student is fitted on soft labels from the adapted teacher over labeled and unl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,15 +28,58 @@ class DistillData:
 
 
 class Student(Protocol):
+    """A student family: `fit` on distillation data, then `module()` is the exportable
+    `(input_ids, attention_mask) -> logits` model and `tokenizer` its HF fast tokenizer."""
+
     family: str
     max_length: int
-    tokenizer: object
+    tokenizer: Any
+    val_f1_: float
+    history_: list[dict]
 
     def fit(self, data: DistillData) -> Student: ...
 
     def module(self) -> nn.Module: ...
 
+    def predict_logits(self, texts: list[str]) -> np.ndarray: ...
+
     def recipe(self) -> dict: ...
+
+
+class TokenStudent:
+    """What every family shares: tokenization, prediction, the exported module, the recipe."""
+
+    family = "base"
+    model_: nn.Module  # set by fit()
+    n_classes_: int
+
+    def __init__(self, tokenizer: Any, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.history_: list[dict] = []
+        self.val_f1_ = float("nan")
+
+    def fit(self, data: DistillData) -> TokenStudent:
+        raise NotImplementedError
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+
+    def predict_logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        from modelfab.distill.train import predict_logits
+
+        return predict_logits(
+            self.model_, self.ids(texts), self.tokenizer.pad_token_id, self.n_classes_, batch_size
+        )
+
+    def module(self) -> nn.Module:
+        return self.model_
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)  # type: ignore[attr-defined]
+
+    def recipe(self) -> dict:
+        return {"family": self.family, **self.config_dict(), "history": self.history_}
 
 
 def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,165 @@
+"""One knowledge-distillation loop for every student family.
+
+A student is a `SequenceClassifier`: an encoder `(input_ids, attention_mask) -> embedding` and a
+head `embedding -> logits`. The loop trains it on the teacher's soft labels over labeled and
+unlabeled texts (plus hard labels where a person gave one, plus an optional cosine pull of the
+embedding towards the cached teacher embedding), keeps the epoch with the best validation
+macro-F1, and restores it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from modelfab.distill.base import DistillData, feature_loss, kd_loss
+from modelfab.progress import track
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    temperature: float
+    alpha: float
+    feature_weight: float
+    seed: int
+    label: str = "distill"
+    max_texts: int | None = None  # a random subset per epoch (recovery fine-tunes)
+    min_steps: int = 0  # small data: more epochs, until at least this many optimizer steps
+
+    def epochs_for(self, n_texts: int) -> int:
+        per_epoch = math.ceil(min(n_texts, self.max_texts or n_texts) / self.batch_size)
+        return max(self.epochs, math.ceil(self.min_steps / max(1, per_epoch)))
+
+
+@dataclass
+class LoopResult:
+    val_f1: float
+    history: list[dict] = field(default_factory=list)
+
+
+def pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists to the longest one: (input_ids, attention_mask), int64."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of similar lengths (bucketing keeps padding small)."""
+    order = rng.permutation(len(lengths))
+    bucket = batch_size * 50
+    batches = []
+    for start in range(0, len(order), bucket):
+        chunk = order[start : start + bucket]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def predict_logits(
+    model: nn.Module, ids: list[list[int]], pad_id: int, n_classes: int, batch_size: int = 64
+) -> np.ndarray:
+    """Logits for tokenized texts, in length order for little padding, returned in input order."""
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), n_classes), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, mask = pad([ids[i] for i in idx], pad_id)
+            out[idx] = model(input_ids, mask).float().numpy()
+    model.train(was_training)
+    return out
+
+
+def distill_loop(
+    model: nn.Module,
+    param_groups: Iterable[dict],
+    ids: list[list[int]],
+    val_ids: list[list[int]],
+    data: DistillData,
+    pad_id: int,
+    settings: LoopSettings,
+    projector: nn.Module | None = None,
+) -> LoopResult:
+    """Train `model` (with `.encoder` and `.head`) in place; keep its best validation epoch.
+
+    `projector` maps the student embedding to the teacher's for the feature loss (identity when
+    None); it is trained with the model and is not part of the exported module.
+    """
+    s = settings
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    groups = list(param_groups)
+    if projector is not None:
+        groups.append({"params": list(projector.parameters()), "lr": groups[-1]["lr"]})
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    feats = (
+        torch.from_numpy(data.teacher_features.astype(np.float32))
+        if data.teacher_features is not None and s.feature_weight > 0
+        else None
+    )
+    teacher_logits = torch.from_numpy(data.teacher_logits.astype(np.float32))
+    hard = torch.from_numpy(data.hard.astype(np.int64))
+    lengths = np.array([len(x) for x in ids])
+    per_epoch = min(len(ids), s.max_texts or len(ids))
+    epochs = s.epochs_for(len(ids))
+    total = math.ceil(per_epoch / s.batch_size) * epochs
+    warmup = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min((k + 1) / warmup, max(0.0, (total - k) / max(1, total - warmup)))
+    )
+    encoder: Any = model.encoder
+    head: Any = model.head
+    best = -1.0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict] = []
+    with track(s.label, total) as advance:
+        for epoch in range(epochs):
+            model.train()
+            subset = (
+                rng.choice(len(ids), per_epoch, replace=False)
+                if per_epoch < len(ids)
+                else np.arange(len(ids))
+            )
+            for batch in length_batches(lengths[subset], s.batch_size, rng):
+                rows = subset[batch]
+                input_ids, mask = pad([ids[i] for i in rows], pad_id)
+                idx = torch.from_numpy(rows)
+                emb = encoder(input_ids, mask)
+                loss = kd_loss(head(emb), teacher_logits[idx], hard[idx], s.temperature, s.alpha)
+                if feats is not None:
+                    mapped = projector(emb) if projector is not None else emb
+                    loss = loss + s.feature_weight * feature_loss(mapped, feats[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                advance(1)
+            pred = predict_logits(model, val_ids, pad_id, data.n_classes).argmax(-1)
+            score = float(f1_score(data.val_y, pred, average="macro"))
+            history.append({"epoch": epoch + 1, "val_macro_f1": score})
+            if score > best:
+                best = score
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    return LoopResult(val_f1=best, history=history)
