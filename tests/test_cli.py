@@ -22,6 +22,7 @@ def home(tmp_path, monkeypatch):
 def _build_args(teacher_dir, layers: int, extra: list[str]) -> list[str]:
     """`modelfab build tiny` on the tiny teacher, fast settings."""
     fast = ["--max-length", "32", "--precision", "fp32", "--adapt", "logreg"]
+    fast += ["--families", "transformer", "--no-compress", "--student-max-length", "16"]
     return ["build", "tiny", "--teacher", str(teacher_dir), *fast, "--layers", str(layers), *extra]
 
 
@@ -68,7 +69,7 @@ def test_full_flow_and_predict(built, capsys):
     assert all(x["label"] in {"games", "science", "editors"} for x in lines)
     assert main(["models", "list"]) == 0
     listing = capsys.readouterr().out
-    assert "tiny/student" in listing and "tiny/teacher" in listing
+    assert "tiny/transformer-l1-int8" in listing and "tiny/teacher" in listing
     assert main(["scenario", "show", "tiny"]) == 0
     assert '"label_field": "label"' in capsys.readouterr().out
 

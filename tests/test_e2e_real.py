@@ -7,11 +7,13 @@ import pytest
 
 from modelfab import paths
 from modelfab.data.scenario import DerivedLabel, Filters, ScenarioSpec, SplitSpec
+from modelfab.distill.bag import BagStudentConfig
 from modelfab.distill.transformer import TransformerStudentConfig
 from modelfab.export.runtime import BundlePredictor
 from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.pipeline.config import BenchConfig, BuildConfig
+from modelfab.pipeline.variants import StudentsConfig
 
 SNAPSHOT = paths.debian_snapshot()
 
@@ -35,11 +37,21 @@ def test_real_teacher_builds_a_useful_student(tmp_path, monkeypatch):
     create_scenario(spec)
     config = BuildConfig(
         adapt=("logreg",),
-        student=TransformerStudentConfig(epochs=2),
-        bench=BenchConfig(max_seconds=1.0, b1_calls=20),
+        student=TransformerStudentConfig(epochs=2, min_steps=0),
+        students=StudentsConfig(
+            families=("transformer", "static-embedding"),
+            static=BagStudentConfig(max_length=128, epochs=4, min_steps=0),
+            compress=None,
+            quantizations=("dynamic-int8",),
+            optimizations=(),
+        ),
+        bench=BenchConfig(threads=(1,), max_seconds=1.0, b1_calls=20),
     )
     result = build(spec.name, config)
-    teacher, student = result.records
+    teacher = next(r for r in result.records if r["role"] == "teacher")
+    student = next(r for r in result.records if r["chosen"])
+    static = next(r for r in result.records if r["family"] == "static-embedding")
+    assert static["latency_b1_p50_ms"] < teacher["latency_b1_p50_ms"] / 10
     n_classes = 5  # commandline, daemon, text-mode, web, shell
     assert teacher["macro_f1"] > 2 / n_classes  # well above chance with real features
     assert student["macro_f1"] > 1.5 / n_classes

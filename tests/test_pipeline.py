@@ -46,16 +46,29 @@ def _stage_costs(registry, model_id):
     return {c.stage: c for c in registry.costs(model_id=model_id)}
 
 
-def test_build_registers_teacher_and_student_with_lineage(scenario, home, tiny_teacher_dir):
+def test_build_registers_teacher_baseline_and_student_with_lineage(
+    scenario, home, tiny_teacher_dir
+):
     result = build(scenario, fast_config(tiny_teacher_dir, bench=True))
     registry = Registry()
     roles = {r["role"]: r for r in result.records}
-    assert set(roles) == {"teacher", "student"}
+    assert set(roles) == {"teacher", "student", "baseline"}
+    assert (
+        roles["baseline"]["variant"].startswith("teacher-")
+        and "int8" in roles["baseline"]["variant"]
+    )
     student = registry.get_model(roles["student"]["model_id"])
     assert [m.role for m in registry.lineage(student.id)] == ["student", "teacher"]
+    baseline = registry.get_model(roles["baseline"]["model_id"])
+    assert [m.role for m in registry.lineage(baseline.id)] == ["baseline", "teacher"]
     assert registry.metrics(student.id)["test"]["macro_f1"] == roles["student"]["macro_f1"]
     assert roles["student"]["latency_b1_p50_ms"] > 0
-    assert set(_stage_costs(registry, student.id)) == {"distill", "export", "evaluate"}
+    assert roles["student"]["peak_rss_bytes"] > 0 and roles["teacher"]["peak_rss_bytes"] > 0
+    assert roles["student"]["chosen"] and not roles["teacher"]["chosen"]
+    assert set(_stage_costs(registry, student.id)) == {
+        "distill:transformer",
+        "export:transformer-l2-int8",
+    }
     teacher_costs = _stage_costs(registry, roles["teacher"]["model_id"])
     assert teacher_costs["teacher-features"].teacher_forward_passes > 0
     verify_bundle(result.bundle)
@@ -64,10 +77,45 @@ def test_build_registers_teacher_and_student_with_lineage(scenario, home, tiny_t
     )
     assert set(verify_bundle_files) == {"adapter.json", "head.safetensors"}
     card = json.loads((result.bundle / "card.json").read_text())
-    assert card["lineage"]["parent_model_id"] == roles["teacher"]["model_id"]
+    assert card["lineage"]["parent"] == "teacher"
     assert card["metrics"]["test"]["macro_f1"] == pytest.approx(roles["student"]["macro_f1"])
-    assert card["cost"]["distill"]["cpu_s"] > 0
+    assert card["cost"]["distill:transformer"]["cpu_s"] > 0
+    assert card["choice"]["chosen"] and card["choice"]["chosen_variant"] == "transformer-l2-int8"
     assert registry.get_run(result.run_id).status == "succeeded"
+    history = registry.bench_history(model=student.id)
+    assert [row.threads for row in history] == [1]
+
+
+def test_every_family_and_compression_becomes_a_registered_variant(
+    scenario, home, tiny_teacher_dir
+):
+    result = build(scenario, fast_config(tiny_teacher_dir, every_variant=True))
+    registry = Registry()
+    by_variant = {r["variant"]: r for r in result.records}
+    assert {
+        "transformer-l2-int8",
+        "transformer-l2-static-int8",
+        "transformer-l2-fp32",
+        "transformer-l2-int8-opt-basic",
+        "transformer-l1-dropped-int8",
+        "transformer-l2-pruned-int8",
+        "static-embedding-int8",
+        "hashed-ngram-int8",
+    } <= set(by_variant)
+    assert sum(r["chosen"] for r in result.records) == 1
+    for name, parent in [
+        ("transformer-l2-fp32", "transformer-l2-int8"),
+        ("transformer-l1-dropped-int8", "transformer-l2-int8"),
+        ("transformer-l2-pruned-int8", "transformer-l2-int8"),
+    ]:
+        model = registry.get_model(by_variant[name]["model_id"])
+        assert model.parent_id == by_variant[parent]["model_id"]
+    pruned = registry.get_model(by_variant["transformer-l2-pruned-int8"]["model_id"])
+    assert pruned.recipe["compression"]["name"] == "prune"
+    assert by_variant["transformer-l1-dropped-int8"]["compression"]["layers"] == 1
+    for record in result.records[1:]:
+        verify_bundle(registry.get_model(record["model_id"]).artifact_path)
+        assert 0.0 <= record["macro_f1"] <= 1.0
 
 
 def test_second_build_encodes_nothing_new(scenario, home, tiny_teacher_dir):
@@ -83,12 +131,12 @@ def test_second_build_encodes_nothing_new(scenario, home, tiny_teacher_dir):
 def test_failed_build_leaves_no_model_and_no_artifact(
     scenario, home, tiny_teacher_dir, monkeypatch
 ):
-    import modelfab.export.bundle as bundle
+    import modelfab.pipeline.build as build_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(bundle, "export_bundle", boom)
+    monkeypatch.setattr(build_module, "export_bundle", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         build(scenario, fast_config(tiny_teacher_dir))
     registry = Registry()
@@ -99,7 +147,7 @@ def test_failed_build_leaves_no_model_and_no_artifact(
     monkeypatch.undo()
     monkeypatch.setenv("MODELFAB_HOME", str(home))
     result = build(scenario, fast_config(tiny_teacher_dir))
-    assert len(Registry().list_models()) == 2 and result.bundle.is_dir()
+    assert len(Registry().list_models()) == 3 and result.bundle.is_dir()
 
 
 def test_build_sweeps_what_a_killed_build_left(scenario, home, tiny_teacher_dir):

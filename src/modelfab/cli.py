@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from modelfab.errors import InputError, ModelfabError
 
@@ -159,31 +160,62 @@ def build(
     teacher: Annotated[
         str | None, typer.Option(help="local HF model directory (default: all-MiniLM-L6-v2)")
     ] = None,
-    max_length: int = 64,
+    max_length: Annotated[int, typer.Option(help="tokens the teacher reads")] = 64,
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16")] = "auto",
     adapt: Annotated[
         str, typer.Option(help="adaptation strategies, comma-separated")
     ] = "logreg,mlp",
-    layers: Annotated[int, typer.Option(help="student transformer layers")] = 2,
-    epochs: int = 3,
+    families: Annotated[
+        str, typer.Option(help="student families: transformer,static-embedding,hashed-ngram")
+    ] = "transformer,static-embedding,hashed-ngram",
+    layers: Annotated[int, typer.Option(help="transformer student layers")] = 2,
+    student_max_length: Annotated[
+        int, typer.Option(help="tokens a transformer student reads")
+    ] = 32,
+    epochs: Annotated[int, typer.Option(help="transformer student epochs (at least)")] = 3,
+    compress: Annotated[
+        bool, typer.Option(help="also build layer-dropped, pruned and other-precision variants")
+    ] = True,
+    max_latency_ms: Annotated[
+        float | None, typer.Option(help="budget: batch-1 p50 latency on this machine")
+    ] = None,
+    max_size_mb: Annotated[float | None, typer.Option(help="budget: bundle size")] = None,
+    min_f1: Annotated[
+        float | None, typer.Option(help="budget: validation macro-F1 (default: teacher - 1 pt)")
+    ] = None,
     bench: Annotated[
-        bool, typer.Option(help="benchmark teacher and student after the build")
+        bool, typer.Option(help="benchmark every variant (needed to choose under a budget)")
     ] = True,
 ) -> None:
-    """Build the adapted teacher and a distilled int8 student for a scenario."""
+    """Build the adapted teacher and candidate students, benchmark them, pick one for the budget."""
+    from modelfab.bench.choose import Budget
     from modelfab.distill.transformer import TransformerStudentConfig
     from modelfab.pipeline.build import build as run_build
     from modelfab.pipeline.config import BenchConfig, BuildConfig, TeacherConfig
+    from modelfab.pipeline.variants import StudentsConfig
     from modelfab.report.render import rich_table
 
+    students = StudentsConfig(families=tuple(_csv(families) or ()))
+    if not compress:
+        students = StudentsConfig(
+            families=students.families,
+            compress=None,
+            quantizations=("dynamic-int8",),
+            optimizations=(),
+        )
     config = BuildConfig(
         teacher=TeacherConfig(path=teacher, max_length=max_length, precision=precision),
         adapt=tuple(_csv(adapt) or ()),
-        student=TransformerStudentConfig(layers=layers, epochs=epochs, max_length=max_length),
+        student=TransformerStudentConfig(
+            layers=layers, epochs=epochs, max_length=student_max_length
+        ),
+        students=students,
         bench=BenchConfig(enabled=bench),
+        budget=Budget(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, min_f1=min_f1),
     )
     result = run_build(scenario, config)
     out.print(rich_table(result.records))
+    out.print(f"chosen: {result.choice.get('chosen_variant')}: {result.choice.get('reason')}")
     out.print(f"bundle: {result.bundle}", soft_wrap=True)
 
 
@@ -258,34 +290,268 @@ def predict(
         )
 
 
-@app.command("bench")
-def bench_cmd(
-    bundle: Annotated[str, typer.Argument(help="bundle directory or model id")],
+class _BenchGroup(TyperGroup):
+    """`modelfab bench BUNDLE ...` means `modelfab bench run BUNDLE ...`: anything that is not a
+    subcommand name (or --help) gets `run` put in front. A bundle directory that happens to be
+    called like a subcommand is reached as ./history or with `bench run history`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+bench_app = typer.Typer(
+    cls=_BenchGroup,
+    help="Benchmark a model (`modelfab bench BUNDLE [OPTIONS]`) and query stored results.",
+    no_args_is_help=True,
+    subcommand_metavar="BUNDLE [OPTIONS] | COMMAND [ARGS]...",
+)
+app.add_typer(bench_app, name="bench")
+
+
+def _threads(value: str) -> list[int]:
+    try:
+        threads = [int(v) for v in _csv(value) or []]
+    except ValueError:
+        raise InputError(f"--threads must be comma-separated integers, got {value!r}") from None
+    if not threads or min(threads) < 1:
+        raise InputError(f"--threads needs integers >= 1, got {value!r}")
+    return threads
+
+
+def _existing_registry() -> Any:
+    """The registry if one exists; None where benchmarking a bundle would otherwise create one."""
+    from modelfab import paths
+    from modelfab.registry import Registry
+
+    url = paths.registry_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return None
+    return Registry(url)
+
+
+def _bench_target(bundle: str) -> tuple[str, Path, Any]:
+    """(kind "bundle" or "teacher", artifact directory, registered ModelRecord or None)."""
+    from modelfab.bench.probe import ADAPTER, HEAD
+    from modelfab.errors import NotFoundError
+
+    def kind_of(path: Path) -> str | None:
+        if (path / HEAD).is_file() and (path / ADAPTER).is_file():
+            return "teacher"
+        return "bundle" if (path / "manifest.json").is_file() else None
+
+    path = Path(bundle)
+    if path.is_dir():
+        registry = _existing_registry()
+        resolved = path.resolve()
+        record = None
+        if registry is not None:
+            with registry:
+                record = next(
+                    (
+                        m
+                        for m in registry.list_models()
+                        if m.artifact_path and Path(m.artifact_path).resolve() == resolved
+                    ),
+                    None,
+                )
+        return kind_of(path) or "bundle", path, record  # a non-bundle fails its manifest check
+    if "/" in bundle or bundle.startswith("."):
+        raise NotFoundError(f"no bundle directory {bundle}")
+    from modelfab.registry import Registry
+
+    with Registry() as registry:
+        record = registry.get_model(bundle)
+    path = Path(record.artifact_path or "")
+    kind = kind_of(path) if record.artifact_path and path.is_dir() else None
+    if kind is None:
+        raise InputError(f"model {record.id[:12]} ({record.role}) has no bundle or head to run")
+    return kind, path, record
+
+
+def _sample_texts(texts: Path | None, labels: list[str]) -> list[str]:
+    """Texts from `texts` (one per line), else one generic sentence per class label."""
+    if texts is None:
+        return [f"a package for {label} work, with documentation and examples" for label in labels]
+    try:
+        sample = [t for t in texts.read_text(encoding="utf-8").splitlines() if t.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read texts from {texts}: {exc}") from None
+    if not sample:
+        raise InputError(f"{texts} has no texts")
+    return sample
+
+
+def _mb(value: float | None) -> str:
+    return "" if value is None else f"{value / 1e6:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+@bench_app.command("run")
+def bench_run(
+    bundle: Annotated[
+        str, typer.Argument(help="bundle directory, teacher artifact directory or model id")
+    ],
     texts: Annotated[Path | None, typer.Option(help="file with one text per line")] = None,
-    threads: int = 1,
-    seconds: float = 6.0,
+    threads: Annotated[str, typer.Option(help="thread counts, comma-separated")] = "1,2",
+    seconds: Annotated[float, typer.Option(help="timing budget per thread count")] = 6.0,
+    rounds: Annotated[int, typer.Option(help="batch-1 rounds (latency: median)")] = 3,
+    max_length: Annotated[int, typer.Option(help="teacher only: tokens per text")] = 128,
+    record: Annotated[
+        bool, typer.Option(help="store the result if the model is registered")
+    ] = True,
+    peak: Annotated[
+        bool, typer.Option(help="FLOP/s as a fraction of this machine's matmul peak")
+    ] = True,
+    json_only: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
 ) -> None:
-    """Measure a bundle's batch-1 latency (p50/p99) and batch-32 throughput on this machine."""
+    """Measure a bundle or teacher in a fresh process (the default: `modelfab bench BUNDLE`).
+
+    Batch-1 latency p50/p99 (medians over rounds), batch-32 throughput, peak RSS, load time and
+    size, per thread count; stored in the results table when the model is registered.
+    """
     from modelfab.bench.hardware import fingerprint
-    from modelfab.bench.latency import bench_bundle
+    from modelfab.bench.probe import measure_bundle, measure_teacher, teacher_artifact
+    from modelfab.bench.results import hardware_id, record_bench, with_flops_fractions
 
-    path = _bundle_path(bundle)
-    if texts is not None:
-        try:
-            sample = [t for t in texts.read_text(encoding="utf-8").splitlines() if t.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read texts from {texts}: {exc}") from None
-        if not sample:
-            raise InputError(f"{texts} has no texts")
+    thread_list = _threads(threads)
+    kind, path, model = _bench_target(bundle)
+    opts: dict[str, Any] = {"threads": thread_list, "max_seconds": seconds, "rounds": rounds}
+    if kind == "teacher":
+        spec = teacher_artifact(path)
+        sample = _sample_texts(texts, spec["classes"] or ["general"])
+        measurement = measure_teacher(
+            spec["teacher_dir"],
+            spec["head"],
+            sample,
+            max_length=max_length,
+            encoder_state=spec["encoder_state"],
+            **opts,
+        )
     else:
-        from modelfab.export.runtime import BundlePredictor
+        from modelfab.export.manifest import LABELS, verify_bundle
 
-        labels = BundlePredictor(path).labels_  # verifies the manifest before reading anything
-        sample = [
-            f"a package for {label} work, with documentation and examples" for label in labels
-        ]
-    result = bench_bundle(path, sample, threads=threads, max_seconds=seconds)
-    out.print_json(json.dumps({"bench": result, "hardware": fingerprint()}, default=str))
+        verify_bundle(path)  # before reading labels.json
+        labels = json.loads((path / LABELS).read_text(encoding="utf-8"))
+        measurement = measure_bundle(path, _sample_texts(texts, [str(x) for x in labels]), **opts)
+    hardware = fingerprint()
+    if peak and measurement.get("flops_per_text"):
+        from modelfab.bench.peak import peaks
+
+        measurement = with_flops_fractions(measurement, peaks(threads=tuple(thread_list)))
+    recorded: list[int] = []
+    if model is not None and record:
+        from modelfab.registry import Registry
+
+        with Registry() as registry:
+            recorded = record_bench(registry, model.id, measurement, hardware)
+    hw_id = hardware_id(hardware)
+    payload = {
+        "bench": measurement,
+        "hardware": hardware,
+        "hardware_id": hw_id,
+        "model_id": model and model.id,
+        "recorded": recorded,
+    }
+    if not json_only:
+        table = Table("threads", "p50 ms", "p99 ms", "b32 texts/s", "FLOP/s of fp32 peak", "calls")
+        for n, entry in measurement["at_threads"].items():
+            table.add_row(
+                n,
+                f"{entry['latency_b1_p50_ms']:.2f}",
+                f"{entry['latency_b1_p99_ms']:.2f}",
+                f"{entry['throughput_b32']:.1f}",
+                _pct(entry.get("flops_fraction_fp32")),
+                f"{entry['b1_calls']}" + (" (truncated)" if entry.get("truncated") else ""),
+            )
+        name = f"{model.name} {model.id[:12]}" if model else str(path)
+        out.print(f"{kind} {name}", soft_wrap=True)
+        out.print(table)
+        out.print(
+            f"load {measurement['load_s']:.2f} s, peak RSS {_mb(measurement['peak_rss_bytes'])} MB,"
+            f" size {_mb(measurement['size_bytes'])} MB; hardware {hw_id[:12]}"
+            f" ({hardware.get('cpu_model')})",
+            soft_wrap=True,
+        )
+        if recorded:
+            out.print(f"stored as bench results {', '.join(map(str, recorded))}")
+        elif model is None:
+            out.print("not stored: not a registered model")
+    out.print_json(json.dumps(payload, default=str))
+
+
+@bench_app.command("history")
+def bench_history(
+    model: Annotated[str | None, typer.Option(help="model id or prefix")] = None,
+    scenario: Annotated[str | None, typer.Option(help="scenario name or id")] = None,
+    hardware: Annotated[str | None, typer.Option(help="hardware id or prefix")] = None,
+    limit: Annotated[int, typer.Option(help="newest rows to show")] = 50,
+    json_only: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Stored benchmark results (model by hardware), newest first."""
+    from dataclasses import asdict
+
+    from modelfab.registry import Registry
+
+    with Registry() as registry:
+        rows = registry.bench_history(
+            model=model, scenario=scenario, hardware=hardware, limit=limit
+        )
+    if json_only:
+        out.print_json(json.dumps([asdict(r) for r in rows], default=str))
+        return
+    table = Table(
+        "model",
+        "scenario",
+        "hardware",
+        "threads",
+        "p50 ms",
+        "p99 ms",
+        "b32/s",
+        "RSS MB",
+        "load s",
+        "% fp32 peak",
+        "date",
+    )
+    for r in rows:
+        table.add_row(
+            f"{r.model_name} {r.model_id[:12]}" if r.model_id else Path(r.artifact).name,
+            r.scenario_name or "",
+            f"{r.hardware_id[:12]} {r.hardware.get('cpu_model', '')}",
+            str(r.threads),
+            f"{r.latency_b1_p50_ms:.2f}",
+            f"{r.latency_b1_p99_ms:.2f}",
+            f"{r.throughput_b32:.1f}",
+            _mb(r.peak_rss_bytes),
+            "" if r.load_s is None else f"{r.load_s:.2f}",
+            _pct(r.flops_fraction_of_peak),
+            str(r.created_at)[:19],
+        )
+    out.print(table)
+    if not rows:
+        out.print("no benchmark results match")
+
+
+@bench_app.command("peak")
+def bench_peak(
+    threads: Annotated[str, typer.Option(help="thread counts, comma-separated")] = "1,2",
+    refresh: Annotated[bool, typer.Option(help="measure again")] = False,
+) -> None:
+    """This machine's matmul peak (fp32, bf16), measured once and cached in MODELFAB_HOME."""
+    from modelfab.bench.peak import peaks
+
+    entry = peaks(threads=tuple(_threads(threads)), refresh=refresh)
+    table = Table("dtype", "threads", "GFLOP/s")
+    for dtype in ("fp32", "bf16"):
+        by_threads = entry["flops"].get(dtype, {})
+        for n, value in sorted(by_threads.items(), key=lambda kv: int(kv[0])):
+            table.add_row(dtype, n, f"{value / 1e9:.1f}")
+    out.print(f"hardware {entry['hardware_id'][:12]}, torch {entry['torch']}")
+    out.print(table)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """`make demo`: three scenarios from this machine's Debian package index, end to end.
 
 Package section, the `interface::` facet and the `game::` facet, each built into an adapted
-teacher and an int8 student, then a teacher-vs-student table and report.md / report.html.
+teacher and three int8 students (transformer, static-embedding, hashed-ngram), benchmarked, one
+picked per scenario, then a table and report.md / report.html.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from rich.console import Console
 from modelfab import paths
 from modelfab.data.connectors import debian_index_paths
 from modelfab.data.scenario import DerivedLabel, Filters, ScenarioSpec, SplitSpec
+from modelfab.distill.bag import BagStudentConfig
 from modelfab.distill.transformer import TransformerStudentConfig
 from modelfab.errors import EnvironmentProblem
 from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.pipeline.config import BenchConfig, BuildConfig
+from modelfab.pipeline.variants import StudentsConfig
 from modelfab.report.render import rich_table, write_report
 
 APT_UPDATE = "apt-get update -o Acquire::Languages=en"
@@ -114,8 +117,24 @@ def run_demo(out_dir: Path, console: Console | None = None) -> list[dict]:
         record, _ = create_scenario(spec, replace=True)
         console.print(f"[bold]building {spec.name}[/bold]")
         config = BuildConfig(
-            student=TransformerStudentConfig(epochs=epochs),
-            bench=BenchConfig(max_seconds=3.0, b1_calls=100),
+            student=TransformerStudentConfig(epochs=epochs, min_steps=0),
+            # Every family, no compression variants: `make bench` shows those.
+            students=StudentsConfig(
+                static=BagStudentConfig(max_length=256, alpha=0.3, epochs=3 * epochs, min_steps=0),
+                hashed=BagStudentConfig(
+                    max_length=256,
+                    buckets=1 << 17,
+                    alpha=0.3,
+                    lr=3e-2,
+                    head_lr=3e-2,
+                    epochs=3 * epochs,
+                    min_steps=0,
+                ),
+                compress=None,
+                quantizations=("dynamic-int8",),
+                optimizations=(),
+            ),
+            bench=BenchConfig(threads=(1,), max_seconds=2.0, b1_calls=100),
         )
         records += build(spec.name, config).records
     console.print(rich_table(records))

@@ -29,3 +29,11 @@ def track(description: str, total: int) -> Iterator[Callable[[int], None]]:
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def track_items(items: list, description: str) -> Iterator:
+    """Iterate `items` with a progress bar (see `track`)."""
+    with track(description, len(items)) as advance:
+        for item in items:
+            yield item
+            advance(1)

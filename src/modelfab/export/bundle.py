@@ -28,17 +28,44 @@ from modelfab.export.manifest import (
     verify_bundle,
     write_manifest,
 )
-from modelfab.export.runtime import encode, load_tokenizer, softmax
+from modelfab.export.runtime import OPTIMIZATION_LEVELS, encode, load_tokenizer, softmax
 
-__all__ = ["BundleInfo", "export_bundle", "verify_bundle"]
+__all__ = ["BundleInfo", "ExportRecipe", "export_bundle", "verify_bundle"]
+
+QUANTIZATIONS = ("dynamic-int8", "static-int8", "fp32")
+
+
+@dataclass(frozen=True)
+class ExportRecipe:
+    """How the ONNX graph in the bundle is made: quantization and the onnxruntime graph
+    optimisation level the runtime applies when it loads the bundle."""
+
+    quantization: str = "dynamic-int8"
+    optimization: str = "all"  # onnxruntime level: disable, basic, extended, all
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise InputError(
+                f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}"
+            )
+        if self.optimization not in OPTIMIZATION_LEVELS:
+            raise InputError(
+                f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
+                f"not {self.optimization!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.optimization == "all" else f"-opt-{self.optimization}"
+        return self.quantization.replace("dynamic-", "") + suffix
 
 
 @dataclass(frozen=True)
 class BundleInfo:
     path: Path
     size_bytes: int  # all bundle files, manifest included
-    fp32_size: int  # the fp32 ONNX, kept out of the bundle
-    int8_size: int
+    fp32_size: int  # the fp32 ONNX (kept out of the bundle unless the recipe is fp32)
+    int8_size: int  # the bundle's model.onnx, whatever its quantization
     parity: dict  # check_parity() of PyTorch vs fp32 ONNX
 
 
@@ -63,7 +90,7 @@ def _check_inputs(labels, card, max_length, calib_texts) -> None:
         raise InputError("calib_texts must be a non-empty list of strings")
 
 
-def _preprocess(tokenizer, max_length: int) -> dict:
+def _preprocess(tokenizer, max_length: int, optimization: str = "all") -> dict:
     if tokenizer.pad_token_id is None:
         raise InputError("tokenizer has no pad token")
     return {
@@ -74,6 +101,7 @@ def _preprocess(tokenizer, max_length: int) -> dict:
         # Lower-casing and accent stripping live in tokenizer.json's normalizer.
         "input_names": list(onnx_export.INPUT_NAMES),
         "output": "logits",
+        "graph_optimization": optimization,
     }
 
 
@@ -90,6 +118,28 @@ def _check_tokenizer(tokenizer, bundle_inputs: dict[str, np.ndarray], texts, max
             )
 
 
+QUANTIZATION_DETAILS = {
+    "dynamic-int8": {"method": "dynamic", "weights": "QInt8", "ops": ["MatMul", "Gather"]},
+    "static-int8": {
+        "method": "static (MinMax calibration on calib_texts), QDQ",
+        "weights": "QInt8 per channel",
+        "activations": "QUInt8",
+        "ops": ["MatMul"],
+    },
+    "fp32": {"method": "none"},
+}
+
+
+def _quantize(recipe: ExportRecipe, fp32_path: Path, out: Path, tokenizer, calib_texts) -> Path:
+    if recipe.quantization == "dynamic-int8":
+        return onnx_export.quantize_int8(fp32_path, out)
+    if recipe.quantization == "static-int8":
+        # One text per batch: calibration sees real, unpadded lengths.
+        batches = [encode(tokenizer, [t]) for t in calib_texts]
+        return onnx_export.quantize_static_int8(fp32_path, out, batches)
+    return Path(shutil.copy(fp32_path, out))
+
+
 def export_bundle(
     model: torch.nn.Module,
     tokenizer,
@@ -102,6 +152,7 @@ def export_bundle(
     atol: float = onnx_export.DEFAULT_ATOL,
     opset: int = onnx_export.DEFAULT_OPSET,
     min_int8_agreement: float = 0.0,
+    recipe: ExportRecipe | None = None,
 ) -> BundleInfo:
     """Export `model` + `tokenizer` (a HF fast tokenizer) as a bundle at `out_dir`, atomically.
 
@@ -110,8 +161,9 @@ def export_bundle(
     is below `min_int8_agreement`; nothing is left at `out_dir` then.
     """
     _check_inputs(labels, card, max_length, calib_texts)
+    recipe = recipe or ExportRecipe()
     out_dir = Path(out_dir)
-    preprocess = _preprocess(tokenizer, max_length)
+    preprocess = _preprocess(tokenizer, max_length, recipe.optimization)
     with (
         staged_dir(out_dir) as stage,
         tempfile.TemporaryDirectory(prefix="modelfab-export-") as tmp,
@@ -119,7 +171,8 @@ def export_bundle(
         tokenizer.backend_tokenizer.save(str(stage / TOKENIZER))
         _write_json(stage / PREPROCESS, preprocess)
         _write_json(stage / LABELS, list(labels))
-        inputs = encode(load_tokenizer(stage / TOKENIZER, preprocess), calib_texts)
+        bundle_tokenizer = load_tokenizer(stage / TOKENIZER, preprocess)
+        inputs = encode(bundle_tokenizer, calib_texts)
         _check_tokenizer(tokenizer, inputs, calib_texts, max_length)
         n_outputs = onnx_export.torch_logits(model, inputs).shape[1]
         if n_outputs != len(labels):
@@ -128,15 +181,17 @@ def export_bundle(
         fp32_path = onnx_export.export_onnx(model, Path(tmp) / "model.fp32.onnx", max_length, opset)
         parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
         # Quantize outside the stage so no intermediate file can slip into the manifest.
-        int8_tmp = onnx_export.quantize_int8(fp32_path, Path(tmp) / "model.int8.onnx")
-        int8_path = Path(shutil.move(int8_tmp, stage / MODEL))
+        model_tmp = _quantize(
+            recipe, fp32_path, Path(tmp) / "model.q.onnx", bundle_tokenizer, calib_texts
+        )
+        int8_path = Path(shutil.move(model_tmp, stage / MODEL))
 
         p32 = softmax(onnx_export.onnx_logits(fp32_path, inputs))
         p8 = softmax(onnx_export.onnx_logits(int8_path, inputs))
         agreement = float(np.mean(p32.argmax(axis=1) == p8.argmax(axis=1)))
         if agreement < min_int8_agreement:
             raise IntegrityError(
-                f"int8 model agrees with fp32 on {agreement:.1%} of calib_texts "
+                f"{recipe.quantization} model agrees with fp32 on {agreement:.1%} of calib_texts "
                 f"< required {min_int8_agreement:.1%}"
             )
         fp32_size, int8_size = fp32_path.stat().st_size, int8_path.stat().st_size
@@ -144,7 +199,8 @@ def export_bundle(
             "format": "onnx",
             "opset": opset,
             "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
-            "quantization": {"method": "dynamic", "weights": "QInt8", "ops": ["MatMul", "Gather"]},
+            "quantization": QUANTIZATION_DETAILS[recipe.quantization],
+            "graph_optimization": recipe.optimization,
             "max_length": int(max_length),
             "parity_fp32_vs_torch": {
                 "max_abs_diff": parity["max_abs_diff"],

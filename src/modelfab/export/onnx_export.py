@@ -162,3 +162,37 @@ def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False) -
     finally:
         pre_path.unlink(missing_ok=True)
     return int8_path
+
+
+class _Calibration:
+    """onnxruntime CalibrationDataReader over a list of tokenized batches."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self._items = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def quantize_static_int8(
+    fp32_path: Path, int8_path: Path, calib_batches: list[dict[str, np.ndarray]]
+) -> Path:
+    """Static (calibrated) int8: weights and activations of MatMul quantized in QDQ format,
+    activation ranges taken (MinMax) from `calib_batches` of real texts."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if not calib_batches:
+        raise InputError("static quantization needs calibration batches")
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_static(
+        str(fp32_path),
+        str(int8_path),
+        _Calibration([_as_int64(b) for b in calib_batches]),  # type: ignore[arg-type]
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    return int8_path

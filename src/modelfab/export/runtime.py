@@ -17,6 +17,20 @@ from tokenizers import Tokenizer
 from modelfab.errors import InputError, IntegrityError
 from modelfab.export.manifest import LABELS, MODEL, PREPROCESS, TOKENIZER, verify_bundle
 
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _optimization_level(name: str) -> ort.GraphOptimizationLevel:
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if name not in levels:
+        raise IntegrityError(f"bundle asks for unknown graph optimization level {name!r}")
+    return levels[name]
+
 
 def load_tokenizer(tokenizer_json: Path, preprocess: dict) -> Tokenizer:
     """The bundle tokenizer with truncation/padding set from preprocess.json, not whatever
@@ -72,7 +86,9 @@ class BundlePredictor:
         self.labels_: list[str] = list(_read_json(self.path / LABELS))
         self.tokenizer_ = load_tokenizer(self.path / TOKENIZER, self.preprocess_)
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = _optimization_level(
+            str(self.preprocess_.get("graph_optimization", "all"))
+        )
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -1,8 +1,9 @@
-"""Build one scenario end to end: features -> adapt -> distill -> export -> evaluate -> bench.
+"""Build one scenario end to end: features -> adapt -> distill every student family ->
+compress -> export every variant -> evaluate -> bench on this machine -> choose under the budget.
 
 Each stage is metered (CPU s, wall s, peak RSS, teacher passes, cache hits). Artifacts are
 staged and moved into place only when complete; registry rows are written last, in one
-transaction per model, so a failed or killed build leaves no model row and no partial bundle.
+transaction, so a failed or killed build leaves no model row and no partial bundle.
 """
 
 from __future__ import annotations
@@ -15,19 +16,37 @@ from pathlib import Path
 
 import numpy as np
 from safetensors.torch import save_file
-from sklearn.metrics import accuracy_score, f1_score
 
 from modelfab import paths
 from modelfab.adapt.base import AdaptData
 from modelfab.adapt.select import adapt
+from modelfab.bench.choose import card_entry, choose
+from modelfab.bench.hardware import fingerprint
+from modelfab.bench.peak import peaks
+from modelfab.bench.probe import measure_bundle, measure_teacher
+from modelfab.bench.results import record_bench, with_flops_fractions
 from modelfab.data.scenario import ScenarioData, ScenarioSpec, materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.distill.base import DistillData
-from modelfab.distill.transformer import SequenceClassifier, TransformerStudent
+from modelfab.distill.transformer import SequenceClassifier
 from modelfab.errors import InputError
+from modelfab.export.bundle import export_bundle
+from modelfab.export.manifest import write_manifest
 from modelfab.pipeline.config import BuildConfig
+from modelfab.pipeline.records import (
+    bench_metrics,
+    bench_record,
+    dir_size,
+    evaluate,
+    finish_card,
+)
+from modelfab.pipeline.records import (
+    scores as _scores,
+)
 from modelfab.pipeline.teacher import load_teacher
+from modelfab.pipeline.variants import baseline_variant, count_flops, student_variants
 from modelfab.pipeline.workspace import Workspace, sweep_orphans
+from modelfab.progress import track_items
 from modelfab.registry import CostRecord, Meter, Registry, ScenarioRecord
 from modelfab.teachers.cache import FeatureCache
 
@@ -37,14 +56,8 @@ class BuildResult:
     scenario: str
     run_id: str
     records: list[dict] = field(default_factory=list)  # one per model variant (bench format)
-    bundle: Path | None = None
-
-
-def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    return {
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-    }
+    bundle: Path | None = None  # the chosen student's bundle
+    choice: dict = field(default_factory=dict)  # why that student (bench.choose.card_entry)
 
 
 def _index(labels, classes: list[str]) -> np.ndarray:
@@ -74,6 +87,24 @@ def _check_splits(name: str, data: ScenarioData) -> None:
 
 def _cost_summary(records: list[CostRecord]) -> dict:
     return {r.stage: r.to_dict() for r in records}
+
+
+def save_teacher(workspace, teacher_id, head, encoder, teacher, classes, lineage) -> Path:
+    """The adapted teacher's artifact: its head (and a fine-tuned body) as safetensors."""
+    teacher_dir = workspace.stage(teacher_id)
+    teacher_dir.mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in head.head().state_dict().items()},
+        teacher_dir / "head.safetensors",
+    )
+    if encoder is not teacher.module:
+        state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+        save_file(state, teacher_dir / "encoder.safetensors")
+    (teacher_dir / "adapter.json").write_text(
+        json.dumps({"strategy": head.name, "classes": classes, "lineage": lineage}, indent=2)
+    )
+    write_manifest(teacher_dir)
+    return teacher_dir
 
 
 def build(
@@ -159,203 +190,194 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         teacher_test = _scores(y["test"], head.logits(x["test"]).argmax(1))
         teacher_val = _scores(y["val"], head.logits(x["val"]).argmax(1))
 
-    with Meter("distill") as m_distill:
-        m_distill.labeled_examples = len(texts["train"]) + len(texts["val"])
-        train_logits = head.logits(np.concatenate([x["train"], x["pool"]]))
-        distill_data = DistillData(
-            texts=texts["train"] + pool,
-            hard=np.concatenate([y["train"], np.full(len(pool), -1)]),
-            teacher_logits=train_logits,
-            val_texts=texts["val"],
-            val_y=y["val"],
-            n_classes=len(classes),
-            teacher_features=np.concatenate([x["train"], x["pool"]]),
-            teacher_head=head.head(),
-        )
-        student = TransformerStudent(teacher, config.student).fit(distill_data)
-        student_torch_test = _scores(y["test"], student.predict_logits(texts["test"]).argmax(1))
+    distill_data = DistillData(
+        texts=texts["train"] + pool,
+        hard=np.concatenate([y["train"], np.full(len(pool), -1)]),
+        teacher_logits=head.logits(np.concatenate([x["train"], x["pool"]])),
+        val_texts=texts["val"],
+        val_y=y["val"],
+        n_classes=len(classes),
+        teacher_features=np.concatenate([x["train"], x["pool"]]),
+        teacher_head=head.head(),
+    )
+    variants = student_variants(
+        teacher, distill_data, config.students, config.student, home / "cache" / "static"
+    )
+    teacher_module = SequenceClassifier(encoder, head.head()).eval()
+    variants.append(baseline_variant(teacher_module, teacher, head.name))
 
-    teacher_id, student_id = uuid.uuid4().hex, uuid.uuid4().hex
+    teacher_id = uuid.uuid4().hex
     lineage = {
         "dataset_id": scenario.dataset_id,
         "scenario": name,
         "scenario_fingerprint": spec.fingerprint(),
         "teacher": {"id": teacher.id, "path": str(teacher.model_dir), "precision": precision},
-        "parent_model_id": teacher_id,
         "run_id": run_id,
     }
-    with Meter("export") as m_export:
-        from modelfab.export.bundle import export_bundle
-
-        staged = workspace.stage(student_id)
-        export_bundle(
-            student.module(),
-            teacher.tokenizer,
-            classes,
-            staged,
-            card={"name": f"{name}/student", "lineage": lineage},
-            max_length=student.max_length,
-            calib_texts=texts["val"][:128],
-        )
-
-    from modelfab.export.runtime import BundlePredictor
+    calib = texts["val"][:128]
+    flops_batch = texts["test"][:32]
+    for v in variants:
+        with Meter(f"export:{v.name}") as meter:
+            v.path = workspace.stage(v.model_id)
+            export_bundle(
+                v.module,
+                v.tokenizer,
+                classes,
+                v.path,
+                card={
+                    "name": f"{name}/{v.name}",
+                    "lineage": {**lineage, "parent": v.parent or "teacher"},
+                    "flops_per_text": count_flops(v, flops_batch),
+                },
+                max_length=v.max_length,
+                calib_texts=calib,
+                recipe=v.export,
+            )
+        v.costs.append(meter.record)
 
     with Meter("evaluate") as m_eval:
-        probs = BundlePredictor(staged).predict_proba(texts["test"])
-        student_test = _scores(y["test"], probs.argmax(1))
+        scores = {v.name: evaluate(v.bundle, texts, y) for v in variants}
 
-    bench_s = bench_t = {}
-    teacher_module = SequenceClassifier(encoder, head.head()).eval()
+    teacher_dir = save_teacher(workspace, teacher_id, head, encoder, teacher, classes, lineage)
+    teacher_dir_scores = {"test": teacher_test, "val": teacher_val}
+    teacher_costs = [m_feat.record, m_adapt.record]
+
+    benches: dict[str, dict] = {}
     with Meter("bench") as m_bench:
         if config.bench.enabled:
-            from modelfab.bench.latency import bench_bundle, bench_torch
-
-            opts = {"max_seconds": config.bench.max_seconds, "b1_calls": config.bench.b1_calls}
+            opts = {
+                "threads": config.bench.threads,
+                "max_seconds": config.bench.max_seconds,
+                "b1_calls": config.bench.b1_calls,
+            }
             sample = texts["test"][:256]
-            bench_s = bench_bundle(staged, sample, threads=config.bench.threads, **opts)
-            bench_t = bench_torch(
-                teacher_module,
-                teacher.tokenizer,
+            benches["teacher"] = measure_teacher(
+                str(teacher.model_dir),
+                teacher_dir / "head.safetensors",
                 sample,
-                teacher.config.max_length,
-                threads=config.bench.threads,
+                max_length=teacher.config.max_length,
+                encoder_state=(teacher_dir / "encoder.safetensors")
+                if (teacher_dir / "encoder.safetensors").is_file()
+                else None,
                 **opts,
             )
+            for v in track_items(variants, "bench variants"):
+                benches[v.name] = measure_bundle(v.bundle, sample, **opts)
+            peak = peaks()
+            benches = {k: with_flops_fractions(b, peak) for k, b in benches.items()}
 
-    teacher_costs = [m_feat.record, m_adapt.record]
-    student_costs = [m_distill.record, m_export.record, m_eval.record]
-    card_path = staged / "card.json"
-    card = json.loads(card_path.read_text())
-    card.update(
-        {
-            "classes": classes,
-            "metrics": {
-                "test": student_test,
-                "test_torch_fp32": student_torch_test,
-                "teacher_test": teacher_test,
-                "val_history": student.history_,
-            },
-            "bench": bench_s,
-            "teacher_bench": bench_t,
-            "recipe": student.recipe(),
-            "adaptation": {"chosen": head.name, "val_macro_f1": adaptation.scores},
-            "cost": _cost_summary(student_costs),
-            "data": {
-                "train": len(texts["train"]),
-                "val": len(texts["val"]),
-                "test": len(texts["test"]),
-                "unlabeled": len(pool),
-            },
-        }
+    teacher_record = bench_record(
+        name,
+        teacher_id,
+        f"teacher-{head.name}-fp32",
+        "teacher",
+        "hf-encoder+" + head.name,
+        {"quantization": "none (PyTorch fp32)", "max_length": teacher.config.max_length},
+        teacher_dir_scores,
+        benches.get("teacher"),
+        teacher.size_bytes,
+        sum(c.cpu_s for c in teacher_costs),
     )
-    from modelfab.atomic import write_text
-    from modelfab.export.manifest import write_manifest
-
-    write_text(card_path, json.dumps(card, indent=2, sort_keys=True, default=str))
-    write_manifest(staged)
-    size = sum(p.stat().st_size for p in staged.iterdir() if p.is_file())
-
-    teacher_dir = workspace.stage(teacher_id)
-    teacher_dir.mkdir()
-    save_file(
-        {k: v.contiguous() for k, v in head.head().state_dict().items()},
-        teacher_dir / "head.safetensors",
-    )
-    if encoder is not teacher.module:
-        state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
-        save_file(state, teacher_dir / "encoder.safetensors")
-    (teacher_dir / "adapter.json").write_text(
-        json.dumps(
+    records = [teacher_record]
+    for v in variants:
+        records.append(
+            bench_record(
+                name,
+                v.model_id,
+                v.name,
+                v.role,
+                v.family,
+                v.compression,
+                scores[v.name],
+                benches.get(v.name),
+                dir_size(v.bundle),
+                sum(c.cpu_s for c in v.costs),
+            )
+        )
+    students = [r for r in records if r["role"] == "student"]
+    choice = choose(students, config.budget, teacher_record)
+    chosen = choice.record["variant"]
+    for r in records:
+        r["chosen"] = r["variant"] == chosen
+    by_name = {v.name: v for v in variants}
+    for r in records[1:]:
+        v = by_name[r["variant"]]
+        finish_card(
+            v.bundle,
             {
-                "strategy": head.name,
                 "classes": classes,
-                "lineage": lineage,
-                "teacher_test": teacher_test,
+                "variant": v.name,
+                "family": v.family,
+                "compression": v.compression,
+                "recipe": v.recipe,
+                "metrics": {
+                    "test": scores[v.name]["test"],
+                    "val": scores[v.name]["val"],
+                    "val_torch_macro_f1": v.val_f1_torch,
+                    "teacher_test": teacher_test,
+                },
+                "bench": benches.get(v.name),
+                "choice": {**card_entry(choice), "chosen": r["chosen"]},
+                "adaptation": {"chosen": head.name, "val_macro_f1": adaptation.scores},
+                "cost": _cost_summary(v.costs),
+                "data": {k: len(t) for k, t in texts.items()} | {"unlabeled": len(pool)},
             },
-            indent=2,
         )
-    )
 
-    write_manifest(teacher_dir)
-
-    def bench_metrics(b: dict) -> dict:
-        keys = ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
-        return {k: float(b[k]) for k in keys if k in b}
-
-    records = []
-    teacher_row = {
-        "model_id": teacher_id,
-        "run_id": run_id,
-        "scenario_id": scenario.id,
-        "name": f"{name}/teacher",
-        "role": "teacher",
-        "family": "hf-encoder+" + head.name,
-        "recipe": {
-            "teacher": lineage["teacher"],
-            "strategy": head.name,
-            "scores": adaptation.scores,
-        },
-        "artifact_path": str(workspace.models / teacher_id),
-        "size_bytes": teacher.size_bytes,
-        "metrics": {"test": teacher_test, "val": teacher_val, "bench": bench_metrics(bench_t)},
-        "costs": teacher_costs,
-    }
-    student_row = {
-        "model_id": student_id,
-        "run_id": run_id,
-        "scenario_id": scenario.id,
-        "name": f"{name}/student",
-        "role": "student",
-        "family": student.family,
-        "parent_id": teacher_id,
-        "recipe": student.recipe(),
-        "artifact_path": str(workspace.models / student_id),
-        "size_bytes": size,
-        "metrics": {
-            "test": student_test,
-            "val": {"macro_f1": student.val_f1_},
-            "bench": bench_metrics(bench_s),
-        },
-        "costs": student_costs,
-    }
-    finals = workspace.publish({teacher_id: teacher_dir, student_id: staged})
-    registry.add_models([teacher_row, student_row])  # both rows or neither
-    registry.record_cost(run_id, "bench", m_bench.record)
-
-    def record(model_id, variant, role, scores, bench, size_bytes, cpu_s) -> dict:
-        return {
-            "scenario": name,
-            "variant": variant,
-            "role": role,
-            "model_id": model_id,
-            **scores,
-            "latency_b1_p50_ms": bench.get("latency_b1_p50_ms"),
-            "latency_b1_p99_ms": bench.get("latency_b1_p99_ms"),
-            "throughput_b32": bench.get("throughput_b32"),
-            "size_bytes": size_bytes,
-            "train_cpu_s": round(cpu_s, 2),
+    rows = [
+        {
+            "model_id": teacher_id,
+            "run_id": run_id,
+            "scenario_id": scenario.id,
+            "name": f"{name}/teacher",
+            "role": "teacher",
+            "family": "hf-encoder+" + head.name,
+            "recipe": {
+                "teacher": lineage["teacher"],
+                "strategy": head.name,
+                "scores": adaptation.scores,
+            },
+            "artifact_path": str(workspace.models / teacher_id),
+            "size_bytes": teacher.size_bytes,
+            "metrics": {**teacher_dir_scores, "bench": bench_metrics(teacher_record)},
+            "costs": teacher_costs,
         }
-
-    records.append(
-        record(
-            teacher_id,
-            f"teacher-{head.name}-fp32",
-            "teacher",
-            teacher_test,
-            bench_t,
-            teacher.size_bytes,
-            sum(c.cpu_s for c in teacher_costs),
+    ]
+    ids = {v.name: v.model_id for v in variants}
+    for r in records[1:]:
+        v = by_name[r["variant"]]
+        rows.append(
+            {
+                "model_id": v.model_id,
+                "run_id": run_id,
+                "scenario_id": scenario.id,
+                "name": f"{name}/{v.name}",
+                "role": v.role,
+                "family": v.family,
+                "parent_id": ids[v.parent] if v.parent else teacher_id,
+                "recipe": {**v.recipe, "compression": v.compression, "chosen": r["chosen"]},
+                "artifact_path": str(workspace.models / v.model_id),
+                "size_bytes": r["size_bytes"],
+                "metrics": {**scores[v.name], "bench": bench_metrics(r)},
+                "costs": v.costs,
+            }
         )
+    rows.sort(key=lambda row: row.get("parent_id") is not None and row["parent_id"] != teacher_id)
+    staged = {teacher_id: teacher_dir} | {v.model_id: v.path for v in variants if v.path}
+    finals = workspace.publish(staged)
+    registry.add_models(rows)  # every model of the build or none
+    registry.record_cost(run_id, "evaluate", m_eval.record)
+    registry.record_cost(run_id, "bench", m_bench.record)
+    if benches:
+        hardware = fingerprint()
+        record_bench(registry, teacher_id, benches["teacher"], hardware)
+        for v in variants:
+            record_bench(registry, v.model_id, benches[v.name], hardware)
+    chosen_id = next(r["model_id"] for r in records if r["chosen"])
+    return BuildResult(
+        scenario=name,
+        run_id=run_id,
+        records=records,
+        bundle=finals[chosen_id],
+        choice=card_entry(choice),
     )
-    records.append(
-        record(
-            student_id,
-            f"student-l{config.student.layers}-int8",
-            "student",
-            student_test,
-            bench_s,
-            size,
-            sum(c.cpu_s for c in student_costs),
-        )
-    )
-    return BuildResult(scenario=name, run_id=run_id, records=records, bundle=finals[student_id])
