@@ -155,7 +155,9 @@ class StudentsConfig:
     families: tuple[str, ...] = FAMILIES
     # Bag students read 256 tokens: each extra token costs a gather, not a transformer layer.
     static: BagStudentConfig = field(
-        default_factory=lambda: BagStudentConfig(max_length=256, alpha=0.3, epochs=6)
+        default_factory=lambda: BagStudentConfig(
+            max_length=256, alpha=0.3, lr=1e-2, head_lr=1e-2, epochs=6, min_steps=600
+        )
     )
     hashed: BagStudentConfig = field(
         default_factory=lambda: BagStudentConfig(
