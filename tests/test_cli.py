@@ -156,11 +156,19 @@ def test_usage_errors_are_one_message_and_exit_2(home, capsys, argv, expected):
         ("--layers", "0", "layers=0"),
         ("--epochs", "0", "epochs=0"),
         ("--adapt", "magic", "magic"),
+        ("--families", "transformer,lstm", "lstm"),
+        ("--min-f1", "80", "min_f1"),
+        ("--max-latency-ms", "-1", "max_latency_ms"),
     ],
 )
 def test_bad_build_options_fail_before_any_work(home, capsys, option, value, expected):
     assert main(["build", "any-scenario", option, value]) == 2
     assert expected in _one_error_line(capsys)
+
+
+def test_latency_budget_needs_the_bench(home, capsys):
+    assert main(["build", "any", "--max-latency-ms", "1", "--no-bench"]) == 2
+    assert "latency budget" in _one_error_line(capsys)
 
 
 def test_too_many_student_layers_for_the_teacher(built, tiny_teacher_dir, capsys):

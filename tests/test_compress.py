@@ -96,5 +96,7 @@ def test_pruning_rejects_removing_everything(model):
     scores = importance(model, [batch()])
     with pytest.raises(InputError, match="heads"):
         prune_heads(model, scores.heads, per_layer=2)
+    with pytest.raises(InputError, match="shape"):
+        prune_heads(model, scores.heads[:1], per_layer=1)
     with pytest.raises(InputError, match="neurons"):
         prune_neurons(model, scores.neurons, keep=0)

@@ -9,8 +9,8 @@ import pytest
 from pipeline_helpers import fast_config, write_dataset
 
 from modelfab.data.scenario import ScenarioSpec, SplitSpec
-from modelfab.errors import NotFoundError
-from modelfab.export.manifest import verify_bundle
+from modelfab.errors import InputError, NotFoundError
+from modelfab.export.manifest import sha256_file, verify_bundle
 from modelfab.pipeline.api import create_scenario, import_data
 from modelfab.pipeline.build import build
 from modelfab.registry import Registry
@@ -84,6 +84,10 @@ def test_build_registers_teacher_baseline_and_student_with_lineage(
     assert registry.get_run(result.run_id).status == "succeeded"
     history = registry.bench_history(model=student.id)
     assert [row.threads for row in history] == [1]
+    # Stored against the published bundle, not the staging folder it was measured in.
+    assert history[0].artifact == str(result.bundle)
+    assert history[0].artifact_sha == sha256_file(result.bundle / "manifest.json")
+    assert len(registry.bench_history(scenario=scenario)) == len(result.records)
 
 
 def test_every_family_and_compression_becomes_a_registered_variant(
@@ -115,7 +119,22 @@ def test_every_family_and_compression_becomes_a_registered_variant(
     assert by_variant["transformer-l1-dropped-int8"]["compression"]["layers"] == 1
     for record in result.records[1:]:
         verify_bundle(registry.get_model(record["model_id"]).artifact_path)
-        assert 0.0 <= record["macro_f1"] <= 1.0
+    card = json.loads((result.bundle / "card.json").read_text())
+    parent = registry.get_model(card["lineage"]["model_id"]).parent_id
+    assert card["lineage"]["parent_model_id"] == parent
+
+
+def test_parents_first_orders_lineage():
+    from modelfab.pipeline.build import parents_first
+
+    rows = [
+        {"model_id": "c", "parent_id": "b"},
+        {"model_id": "b", "parent_id": "a"},
+        {"model_id": "a", "parent_id": None},
+    ]
+    assert [r["model_id"] for r in parents_first(rows)] == ["a", "b", "c"]
+    with pytest.raises(InputError, match="lineage"):
+        parents_first([{"model_id": "x", "parent_id": "y"}])
 
 
 def test_second_build_encodes_nothing_new(scenario, home, tiny_teacher_dir):
@@ -176,7 +195,7 @@ def test_failure_after_publish_removes_rows_and_folders(
     """If the registry commit fails after the folders were renamed into place, neither the
     teacher nor the student survives: no row, no folder."""
 
-    def refuse(self, models):
+    def refuse(self, *args, **kwargs):
         raise RuntimeError("database went away")
 
     monkeypatch.setattr(Registry, "add_models", refuse)
@@ -216,3 +235,20 @@ def test_finetune_adapter_when_it_wins(scenario, home, tiny_teacher_dir, monkeyp
     assert (home / "artifacts" / "models" / teacher.id / "encoder.safetensors").is_file()
     adapt_cost = _stage_costs(registry, teacher.id)["adapt"]
     assert adapt_cost.teacher_forward_passes > 0  # the texts were re-encoded
+
+
+def test_bad_bench_row_rolls_back_every_model(scenario, home, tiny_teacher_dir, monkeypatch):
+    """Models and their measurements are one transaction: a bench row the registry refuses
+    leaves no model row and no published folder."""
+    import modelfab.pipeline.build as build_module
+
+    real = build_module.bench_rows
+
+    def broken(*args, **kwargs):
+        return [{**row, "threads": 0} for row in real(*args, **kwargs)]
+
+    monkeypatch.setattr(build_module, "bench_rows", broken)
+    with pytest.raises(InputError, match="threads"):
+        build(scenario, fast_config(tiny_teacher_dir, bench=True))
+    assert Registry().list_models() == []
+    assert list((home / "artifacts" / "models").iterdir()) == []

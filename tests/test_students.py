@@ -16,6 +16,7 @@ from modelfab.distill.bag import (
     StaticEmbeddingStudent,
     token_vectors,
 )
+from modelfab.distill.base import Student
 from modelfab.distill.transformer import TransformerStudent
 from modelfab.errors import InputError
 from modelfab.export.bundle import ExportRecipe, export_bundle
@@ -46,7 +47,7 @@ def test_family_conformance(family, quantization, teacher, tiny_texts, tmp_path)
     texts, labels = tiny_texts
     data = make_distill_data(teacher, texts, labels)
     student = make_student(family, teacher, tmp_path).fit(data)
-    assert student.family == family
+    assert isinstance(student, Student) and student.family == family
     assert student.val_f1_ >= 0.6, student.history_  # it learned the tiny task
     assert student.recipe()["family"] == family
 
@@ -118,3 +119,73 @@ def test_bag_encoder_ignores_padding():
 def test_hashed_student_needs_buckets(teacher):
     with pytest.raises(InputError, match="buckets"):
         HashedNgramStudent(teacher, BagStudentConfig(buckets=0))
+
+
+def test_small_data_gets_more_epochs_until_min_steps():
+    from modelfab.distill.train import LoopSettings
+
+    s = LoopSettings(
+        epochs=3, batch_size=32, temperature=2, alpha=0.5, feature_weight=1, seed=0, min_steps=1000
+    )
+    assert s.epochs_for(32 * 453) == 3  # 453 steps an epoch: 3 epochs are >= 1000 steps
+    assert s.epochs_for(32 * 100) == 10
+    assert s.epochs_for(32 * 100 - 5) == 10  # a partial batch is a step
+    capped = LoopSettings(**{**s.__dict__, "max_texts": 320})
+    assert capped.epochs_for(10_000) == 100  # 10 steps an epoch when subsampling
+
+
+def test_static_int8_and_graph_level_recipes(teacher, tiny_texts, tmp_path):
+    texts, labels = tiny_texts
+    data = make_distill_data(teacher, texts, labels)
+    student = make_student("hashed-ngram", teacher, tmp_path).fit(data)
+    made = {}
+    for recipe in (ExportRecipe("static-int8"), ExportRecipe(optimization="disable")):
+        info = export_bundle(
+            student.module(),
+            student.tokenizer,
+            CLASSES,
+            tmp_path / recipe.name,
+            {},
+            student.max_length,
+            data.texts[:16],
+            recipe=recipe,
+        )
+        made[recipe.name] = BundlePredictor(info.path).predict_proba(data.val_texts)
+        preprocess = json.loads((info.path / "preprocess.json").read_text())
+        assert preprocess["graph_optimization"] == recipe.optimization
+    assert set(made) == {"static-int8", "int8-opt-disable"}
+    expected = student.predict_logits(data.val_texts).argmax(1)
+    for probs in made.values():
+        assert np.mean(probs.argmax(1) == expected) >= 0.8
+
+
+def test_bundle_with_unknown_graph_level_is_refused(teacher, tiny_texts, tmp_path):
+    from modelfab.errors import IntegrityError
+    from modelfab.export.manifest import write_manifest
+
+    texts, labels = tiny_texts
+    data = make_distill_data(teacher, texts, labels)
+    student = make_student("hashed-ngram", teacher, tmp_path).fit(data)
+    info = export_bundle(
+        student.module(), student.tokenizer, CLASSES, tmp_path / "b", {}, 32, data.texts[:8]
+    )
+    path = info.path / "preprocess.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "graph_optimization": "turbo"}))
+    write_manifest(info.path)
+    with pytest.raises(IntegrityError, match="turbo"):
+        BundlePredictor(info.path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"optimizations": ("all",)}, "default"),
+        ({"quantizations": ("fp32", "fp32")}, "duplicates"),
+        ({"families": ("transformer", "lstm")}, "lstm"),
+    ],
+)
+def test_students_config_rejects_bad_variant_lists(kwargs, match):
+    from modelfab.pipeline.variants import StudentsConfig
+
+    with pytest.raises(InputError, match=match):
+        StudentsConfig(**kwargs)

@@ -400,7 +400,10 @@ def bench_run(
     threads: Annotated[str, typer.Option(help="thread counts, comma-separated")] = "1,2",
     seconds: Annotated[float, typer.Option(help="timing budget per thread count")] = 6.0,
     rounds: Annotated[int, typer.Option(help="batch-1 rounds (latency: median)")] = 3,
-    max_length: Annotated[int, typer.Option(help="teacher only: tokens per text")] = 128,
+    max_length: Annotated[
+        int | None,
+        typer.Option(help="teacher only: tokens per text (default: what the build used, or 128)"),
+    ] = None,
     record: Annotated[
         bool, typer.Option(help="store the result if the model is registered")
     ] = True,
@@ -428,7 +431,7 @@ def bench_run(
             spec["teacher_dir"],
             spec["head"],
             sample,
-            max_length=max_length,
+            max_length=max_length or spec.get("max_length") or 128,
             encoder_state=spec["encoder_state"],
             **opts,
         )

@@ -89,7 +89,7 @@ class Budget:
 # --------------------------------------------------------------------------- Pareto front
 
 
-def _num(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
     """A finite float, or None for missing, boolean, non-numeric, NaN or infinite values."""
     if isinstance(value, bool) or value is None:
         return None
@@ -108,7 +108,7 @@ def pareto_front(records: Iterable[dict], x: str = LATENCY, y: str = VAL_F1) -> 
     missing or non-finite x or y are left out: they cannot be placed. The result is sorted by
     x ascending (then y descending), i.e. in the order a step line is drawn.
     """
-    points = [(r, _num(r.get(x)), _num(r.get(y))) for r in records]
+    points = [(r, finite_or_none(r.get(x)), finite_or_none(r.get(y))) for r in records]
     placed = [(r, px, py) for r, px, py in points if px is not None and py is not None]
     placed.sort(key=lambda p: (p[1], -p[2]))  # stable: input order breaks exact ties
     front: list[dict] = []
@@ -187,13 +187,13 @@ def _students(candidates: Sequence[dict]) -> list[dict]:
 
 def _fastest_key(record: dict) -> tuple[float, float]:
     """Sort key: lower latency first, then higher validation F1; missing values last."""
-    lat, f1 = _num(record.get(LATENCY)), _num(record.get(VAL_F1))
+    lat, f1 = finite_or_none(record.get(LATENCY)), finite_or_none(record.get(VAL_F1))
     return (math.inf if lat is None else lat, math.inf if f1 is None else -f1)
 
 
 def _accurate_key(record: dict) -> tuple[float, float]:
     """Sort key: higher validation F1 first, then lower latency; missing values last."""
-    lat, f1 = _num(record.get(LATENCY)), _num(record.get(VAL_F1))
+    lat, f1 = finite_or_none(record.get(LATENCY)), finite_or_none(record.get(VAL_F1))
     return (math.inf if f1 is None else -f1, math.inf if lat is None else lat)
 
 
@@ -201,7 +201,7 @@ def _limit_misses(record: dict, budget: Budget) -> list[str]:
     """Why `record` fails the latency and size limits, with the amount; empty if it meets them."""
     misses = []
     if budget.max_latency_ms is not None:
-        lat = _num(record.get(LATENCY))
+        lat = finite_or_none(record.get(LATENCY))
         if lat is None:
             misses.append(
                 f"no p50 latency measured (max_latency_ms {_limit(budget.max_latency_ms)})"
@@ -212,7 +212,7 @@ def _limit_misses(record: dict, budget: Budget) -> list[str]:
                 f"max_latency_ms {_limit(budget.max_latency_ms)}"
             )
     if budget.max_size_mb is not None:
-        size = _num(record.get(SIZE))
+        size = finite_or_none(record.get(SIZE))
         if size is None:
             misses.append(f"no size measured (max_size_mb {_limit(budget.max_size_mb)})")
         elif size > budget.max_size_mb * MB:
@@ -252,7 +252,7 @@ class _Floor:
 
     def miss(self, record: dict) -> str | None:
         """Why `record` fails the floor, with the shortfall in points; None if it meets it."""
-        f1 = _num(record.get(VAL_F1))
+        f1 = finite_or_none(record.get(VAL_F1))
         if f1 is None:
             return f"no validation macro-F1 to check against {self.name}"
         if f1 < self.value - EPS:
@@ -263,7 +263,7 @@ class _Floor:
 def _floor(budget: Budget, teacher: dict, tolerance: float) -> _Floor:
     if budget.min_f1 is not None:
         return _Floor(float(budget.min_f1), float(budget.min_f1))
-    teacher_f1 = _num((teacher or {}).get(VAL_F1))
+    teacher_f1 = finite_or_none((teacher or {}).get(VAL_F1))
     if teacher_f1 is None:
         raise InputError(
             "the teacher has no val_macro_f1, so there is no default F1 floor; "
@@ -274,10 +274,10 @@ def _floor(budget: Budget, teacher: dict, tolerance: float) -> _Floor:
 
 def _versus_teacher(record: dict, teacher: dict) -> str:
     """ "0.21 ms vs 27.1 ms for the teacher" (batch-1 p50), or what is known of it."""
-    mine = _num(record.get(LATENCY))
+    mine = finite_or_none(record.get(LATENCY))
     if mine is None:
         return "its latency was not measured"
-    theirs = _num((teacher or {}).get(LATENCY))
+    theirs = finite_or_none((teacher or {}).get(LATENCY))
     return _ms(mine) if theirs is None else f"{_ms(mine)} vs {_ms(theirs)} for the teacher"
 
 
@@ -326,14 +326,14 @@ def choose(
     if passing:
         if budget.limits_resources and budget.min_f1 is None:
             best = min(passing, key=_accurate_key)
-            f1 = _num(best.get(VAL_F1))
+            f1 = finite_or_none(best.get(VAL_F1))
             reason = (
                 f"most accurate student within {limits}: validation macro-F1 {_f1(f1)} "
                 f"{floor.met_by(f1)}; {_versus_teacher(best, teacher)}"
             )
             return done(best, POLICY_MOST_ACCURATE, reason)
         best = min(passing, key=_fastest_key)
-        f1 = _num(best.get(VAL_F1))
+        f1 = finite_or_none(best.get(VAL_F1))
         reason = (
             f"fastest student whose validation macro-F1 {_f1(f1)} {floor.met_by(f1)}"
             + (f", within {limits}" if limits else "")
@@ -344,7 +344,7 @@ def choose(
     within_limits = [r for r in students if not limit_misses[id(r)]]
     if within_limits:
         best = min(within_limits, key=_accurate_key)
-        f1 = _num(best.get(VAL_F1))
+        f1 = finite_or_none(best.get(VAL_F1))
         short = (
             "no validation macro-F1"
             if f1 is None

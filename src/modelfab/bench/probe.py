@@ -164,6 +164,7 @@ def teacher_artifact(path: Path) -> dict[str, Any]:
         "head": path / HEAD,
         "encoder_state": path / ENCODER if (path / ENCODER).is_file() else None,
         "classes": list(adapter.get("classes") or []),
+        "max_length": adapter.get("max_length"),  # what the build measured it with
     }
 
 
@@ -252,10 +253,6 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
-
-
 def _card_flops(path: Path) -> float | None:
     """FLOPs per text recorded by the export in card.json, if any: the bundle's ONNX graph
     cannot be run under torch's FLOP counter, so its count has to come from export time."""
@@ -268,7 +265,7 @@ def _card_flops(path: Path) -> float | None:
 
 def _probe_bundle(spec: dict[str, Any]) -> dict[str, Any]:
     from modelfab.bench.latency import bench_bundle
-    from modelfab.export.manifest import MANIFEST, sha256_file
+    from modelfab.export.manifest import MANIFEST, dir_bytes, sha256_file
 
     path, texts, threads = Path(spec["path"]), spec["texts"], spec["threads"]
     clock = time.perf_counter
@@ -287,7 +284,7 @@ def _probe_bundle(spec: dict[str, Any]) -> dict[str, Any]:
         "load_s": load_s,
         "import_s": import_s,
         "peak_rss_bytes": _peak_rss_bytes(),
-        "size_bytes": _dir_bytes(path),
+        "size_bytes": dir_bytes(path),
         "flops_per_text": _card_flops(path),
         "at_threads": at_threads,
     }

@@ -67,6 +67,13 @@ def record_bench(
     The fp32 fraction is the `flops_fraction_of_peak` column: int8 and fp32 models alike are
     compared with the fp32 peak (see `modelfab.bench.flops`). All rows go in one transaction.
     """
+    return registry.add_bench_results(bench_rows(model_id, measurement, hardware))
+
+
+def bench_rows(
+    model_id: str | None, measurement: dict[str, Any], hardware: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The bench_results rows (one per thread count) of one measurement."""
     at_threads = measurement.get("at_threads")
     if not isinstance(at_threads, dict) or not at_threads:
         raise InputError("benchmark measurement has no per-thread results (at_threads)")
@@ -100,4 +107,4 @@ def record_bench(
                 "extra": extra,
             }
         )
-    return registry.add_bench_results(rows)  # all thread counts or none
+    return rows

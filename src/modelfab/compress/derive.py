@@ -30,6 +30,10 @@ class CompressConfig:
     def __post_init__(self) -> None:
         if not (0 <= self.prune_heads < 1 and 0 <= self.keep_neurons <= 1):
             raise InputError("compress needs prune_heads in [0, 1) and keep_neurons in [0, 1]")
+        if list(self.keep_layers) != sorted(set(self.keep_layers)) or any(
+            i < 0 for i in self.keep_layers
+        ):
+            raise InputError(f"keep_layers must be increasing indices >= 0: {self.keep_layers}")
         if self.recovery_epochs < 1 or self.recovery_texts < 1 or self.importance_texts < 1:
             raise InputError(
                 "compress needs recovery_epochs, recovery_texts, importance_texts >= 1"
@@ -79,6 +83,11 @@ def _recover(student: DerivedStudent, data: DistillData, config: CompressConfig)
         settings,
     )
     student.val_f1_, student.history_ = result.val_f1, result.history
+    student.operations["recovery"] = {
+        "epochs": config.recovery_epochs,
+        "texts_per_epoch": config.recovery_texts,
+        "importance_texts": config.importance_texts,
+    }
     return student
 
 
@@ -92,7 +101,8 @@ def layer_dropped(
 
 def pruned(parent: TransformerStudent, data: DistillData, config: CompressConfig) -> DerivedStudent:
     """Heads and feed-forward neurons with the smallest contribution removed, then recovered."""
-    texts = data.val_texts[: config.importance_texts] or data.texts[: config.importance_texts]
+    # Training texts: validation drives the choice between variants and must stay unseen.
+    texts = data.texts[: config.importance_texts]
     ids = parent.ids(texts)
     batches = [pad(ids[i : i + 32], parent.tokenizer.pad_token_id) for i in range(0, len(ids), 32)]
     scores = importance(parent.module(), batches)

@@ -125,20 +125,25 @@ def _keep_columns(linear: nn.Linear, columns: torch.Tensor) -> nn.Linear:
     return new
 
 
+def _pruned_copy(model: nn.Module, importance: np.ndarray, units: int, keep: int, what: str):
+    """Check a pruning request against the model and return (copy, indices kept per layer)."""
+    layers = _layers(model)
+    if not 0 < keep < units:
+        raise InputError(f"{what} to keep per layer must be in 1..{units - 1}, not {keep}")
+    if importance.shape != (len(layers), units):
+        raise InputError(f"{what} importance must have shape {(len(layers), units)}")
+    kept = [np.sort(np.argsort(-row, kind="stable")[:keep]) for row in importance]
+    return copy.deepcopy(model), kept
+
+
 def prune_heads(model: nn.Module, importance: np.ndarray, per_layer: int) -> nn.Module:
     """A copy of `model` without the `per_layer` least important heads of every layer
     (`importance`: the (layers, heads) array of `Importance.heads`)."""
-    layers = _layers(model)
-    n_heads = layers[0].attention.self.num_attention_heads
-    if not 0 < per_layer < n_heads:
-        raise InputError(f"heads to prune per layer must be in 1..{n_heads - 1}, not {per_layer}")
-    if importance.shape != (len(layers), n_heads):
-        raise InputError(f"importance must have shape {(len(layers), n_heads)}")
-    out: Any = copy.deepcopy(model)
-    for i, layer in enumerate(_layers(out)):
+    n_heads = _layers(model)[0].attention.self.num_attention_heads
+    out, kept = _pruned_copy(model, importance, n_heads, n_heads - per_layer, "attention heads")
+    for keep, layer in zip(kept, _layers(out), strict=True):
         attention = layer.attention.self
         size = attention.attention_head_size
-        keep = sorted(np.argsort(-importance[i], kind="stable")[: n_heads - per_layer].tolist())
         index = torch.tensor([h * size + j for h in keep for j in range(size)], dtype=torch.long)
         attention.query = _keep_rows(attention.query, index)
         attention.key = _keep_rows(attention.key, index)
@@ -152,15 +157,10 @@ def prune_heads(model: nn.Module, importance: np.ndarray, per_layer: int) -> nn.
 def prune_neurons(model: nn.Module, importance: np.ndarray, keep: int) -> nn.Module:
     """A copy of `model` keeping the `keep` most important feed-forward neurons of every layer
     (`importance`: the (layers, intermediate) array of `Importance.neurons`)."""
-    layers = _layers(model)
-    width = layers[0].output.dense.in_features
-    if not 0 < keep < width:
-        raise InputError(f"feed-forward neurons to keep must be in 1..{width - 1}, not {keep}")
-    if importance.shape != (len(layers), width):
-        raise InputError(f"importance must have shape {(len(layers), width)}")
-    out: Any = copy.deepcopy(model)
-    for i, layer in enumerate(_layers(out)):
-        index = torch.from_numpy(np.sort(np.argsort(-importance[i], kind="stable")[:keep]))
-        layer.intermediate.dense = _keep_rows(layer.intermediate.dense, index)
-        layer.output.dense = _keep_columns(layer.output.dense, index)
+    width = _layers(model)[0].output.dense.in_features
+    out, kept = _pruned_copy(model, importance, width, keep, "feed-forward neurons")
+    for index, layer in zip(kept, _layers(out), strict=True):
+        rows = torch.from_numpy(index)
+        layer.intermediate.dense = _keep_rows(layer.intermediate.dense, rows)
+        layer.output.dense = _keep_columns(layer.output.dense, rows)
     return out

@@ -39,9 +39,9 @@ class BagEncoder(nn.Module):
     exp(weight), so uninformative tokens ("the", [CLS]) can learn to fade out.
     """
 
-    def __init__(self, vocab_size: int, dim: int, buckets: int = 0, normalize: bool = False):
+    def __init__(self, vocab_size: int, dim: int, buckets: int = 0):
         super().__init__()
-        self.vocab_size, self.buckets, self.normalize = vocab_size, buckets, normalize
+        self.vocab_size, self.buckets = vocab_size, buckets
         self.table = nn.Embedding(vocab_size + buckets, dim)
         self.token_weight = nn.Embedding(vocab_size + buckets, 1)
         nn.init.zeros_(self.token_weight.weight)
@@ -54,8 +54,7 @@ class BagEncoder(nn.Module):
             mask = torch.cat([mask, mask[:, :-1] * mask[:, 1:]], dim=1)
         weights = mask * torch.exp(self.token_weight(ids).squeeze(-1))
         summed = (self.table(ids) * weights.unsqueeze(-1)).sum(dim=1)
-        pooled = summed / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
-        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return summed / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
 
 
 @dataclass
@@ -64,7 +63,7 @@ class BagStudentConfig:
     dim: int = 0  # 0: the teacher's width (static-embedding) / 64 (hashed-ngram)
     buckets: int = 0  # hashed bigram buckets; 0 = unigrams only
     hidden: int = 0  # 0 = linear head; > 0 = one ReLU layer of this width (shallow MLP)
-    epochs: int = 6  # at least; small scenarios get more epochs, up to min_steps steps
+    epochs: int = 6  # at least; small scenarios get more, until min_steps optimizer steps
     min_steps: int = 1000
     batch_size: int = 64
     lr: float = 3e-3
@@ -84,7 +83,7 @@ def token_vectors(teacher: Any, batch_size: int = 512) -> torch.Tensor:
     """(vocab, dim) teacher embedding of every vocabulary token encoded on its own
     ([CLS] token [SEP]), with the teacher's pooling: the static student's starting table."""
     tok = teacher.tokenizer
-    vocab = int(tok.vocab_size if hasattr(tok, "vocab_size") else len(tok))
+    vocab = len(tok)  # added tokens included
     specials = [i for i in (tok.cls_token_id, tok.sep_token_id) if i is not None]
     rows = torch.zeros((vocab, teacher.dim), dtype=torch.float32)
     module = teacher.module.eval()
@@ -134,8 +133,7 @@ class BagStudent(TokenStudent):
         super().__init__(teacher.tokenizer, self.config.max_length)
 
     def _encoder(self, dim: int) -> BagEncoder:
-        vocab = int(getattr(self.tokenizer, "vocab_size", 0) or len(self.tokenizer))
-        return BagEncoder(vocab, dim, self.config.buckets)
+        return BagEncoder(len(self.tokenizer), dim, self.config.buckets)
 
     def _initial_head(self, dim: int, data: DistillData) -> nn.Module:
         return _head(dim, self.config.hidden, data.n_classes)

@@ -8,7 +8,7 @@ A student is fitted on soft labels from the adapted teacher over labeled and unl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ class DistillData:
     teacher_head: nn.Module | None = None  # adapted head over teacher features, if any
 
 
+@runtime_checkable
 class Student(Protocol):
     """A student family: `fit` on distillation data, then `module()` is the exportable
     `(input_ids, attention_mask) -> logits` model and `tokenizer` its HF fast tokenizer."""

@@ -25,6 +25,7 @@ from modelfab.export.manifest import (
     MODEL,
     PREPROCESS,
     TOKENIZER,
+    dir_bytes,
     verify_bundle,
     write_manifest,
 )
@@ -132,7 +133,10 @@ QUANTIZATION_DETAILS = {
 
 def _quantize(recipe: ExportRecipe, fp32_path: Path, out: Path, tokenizer, calib_texts) -> Path:
     if recipe.quantization == "dynamic-int8":
-        return onnx_export.quantize_int8(fp32_path, out)
+        if recipe.optimization == "all":
+            return onnx_export.quantize_int8(fp32_path, out)
+        # Pre-processing would optimise the graph offline and hide the level being measured.
+        return onnx_export.quantize_int8(fp32_path, out, pre_optimize=False)
     if recipe.quantization == "static-int8":
         # One text per batch: calibration sees real, unpadded lengths.
         batches = [encode(tokenizer, [t]) for t in calib_texts]
@@ -221,7 +225,7 @@ def export_bundle(
         }
         _write_json(stage / CARD, {**card, "export": export})
         write_manifest(stage)
-        size_bytes = sum(p.stat().st_size for p in stage.iterdir() if p.is_file())
+        size_bytes = dir_bytes(stage)
     return BundleInfo(
         path=out_dir, size_bytes=size_bytes, fp32_size=fp32_size, int8_size=int8_size, parity=parity
     )

@@ -74,3 +74,8 @@ def verify_bundle(path: Path) -> dict[str, str]:
     if extra:
         raise IntegrityError(f"bundle {path}: {extra[0]} is not listed in {MANIFEST}")
     return manifest
+
+
+def dir_bytes(path: Path) -> int:
+    """Total size of the files directly inside `path` (a bundle is flat)."""
+    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file())

@@ -7,6 +7,7 @@ float32 logits of shape (B, C).
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,18 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantizer logs advice on the root logger at WARNING; keep it off screen."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -131,7 +144,9 @@ def check_parity(
     }
 
 
-def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False) -> Path:
+def quantize_int8(
+    fp32_path: Path, int8_path: Path, per_channel: bool = False, pre_optimize: bool = True
+) -> Path:
     """Dynamic int8 quantization: QInt8 weights for MatMul and for embedding Gathers.
 
     ORT's pre-processing (graph optimization) runs first; its symbolic shape inference is skipped
@@ -145,20 +160,22 @@ def quantize_int8(fp32_path: Path, int8_path: Path, per_channel: bool = False) -
     int8_path.parent.mkdir(parents=True, exist_ok=True)
     pre_path = int8_path.with_name(int8_path.stem + ".pre.onnx")
     source = fp32_path
+    if pre_optimize:  # off when the recipe asks onnxruntime for a lower graph level
+        try:
+            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+            source = pre_path
+        except Exception:  # pre-processing is an optimization, not a requirement
+            source = fp32_path
     try:
-        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-        source = pre_path
-    except Exception:  # pre-processing is an optimization, not a requirement
-        source = fp32_path
-    try:
-        quantize_dynamic(
-            str(source),
-            str(int8_path),
-            # Gather: the word-embedding table is about half of a MiniLM's weights.
-            op_types_to_quantize=["MatMul", "Gather"],
-            per_channel=per_channel,
-            weight_type=QuantType.QInt8,
-        )
+        with _quiet_quantizer():
+            quantize_dynamic(
+                str(source),
+                str(int8_path),
+                # Gather: the word-embedding table is about half of a MiniLM's weights.
+                op_types_to_quantize=["MatMul", "Gather"],
+                per_channel=per_channel,
+                weight_type=QuantType.QInt8,
+            )
     finally:
         pre_path.unlink(missing_ok=True)
     return int8_path
@@ -185,14 +202,15 @@ def quantize_static_int8(
         raise InputError("static quantization needs calibration batches")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
     int8_path.parent.mkdir(parents=True, exist_ok=True)
-    quantize_static(
-        str(fp32_path),
-        str(int8_path),
-        _Calibration([_as_int64(b) for b in calib_batches]),  # type: ignore[arg-type]
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul"],
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-    )
+    with _quiet_quantizer():
+        quantize_static(
+            str(fp32_path),
+            str(int8_path),
+            _Calibration([_as_int64(b) for b in calib_batches]),  # type: ignore[arg-type]
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
     return int8_path

@@ -9,6 +9,7 @@ transaction, so a failed or killed build leaves no model row and no partial bund
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -24,19 +25,18 @@ from modelfab.bench.choose import card_entry, choose
 from modelfab.bench.hardware import fingerprint
 from modelfab.bench.peak import peaks
 from modelfab.bench.probe import measure_bundle, measure_teacher
-from modelfab.bench.results import record_bench, with_flops_fractions
+from modelfab.bench.results import bench_rows, with_flops_fractions
 from modelfab.data.scenario import ScenarioData, ScenarioSpec, materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.distill.base import DistillData
 from modelfab.distill.transformer import SequenceClassifier
 from modelfab.errors import InputError
 from modelfab.export.bundle import export_bundle
-from modelfab.export.manifest import write_manifest
+from modelfab.export.manifest import dir_bytes, sha256_file, write_manifest
 from modelfab.pipeline.config import BuildConfig
 from modelfab.pipeline.records import (
     bench_metrics,
     bench_record,
-    dir_size,
     evaluate,
     finish_card,
 )
@@ -101,7 +101,15 @@ def save_teacher(workspace, teacher_id, head, encoder, teacher, classes, lineage
         state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
         save_file(state, teacher_dir / "encoder.safetensors")
     (teacher_dir / "adapter.json").write_text(
-        json.dumps({"strategy": head.name, "classes": classes, "lineage": lineage}, indent=2)
+        json.dumps(
+            {
+                "strategy": head.name,
+                "classes": classes,
+                "lineage": lineage,
+                "max_length": teacher.config.max_length,
+            },
+            indent=2,
+        )
     )
     write_manifest(teacher_dir)
     return teacher_dir
@@ -145,7 +153,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
 
     with Meter("teacher-features") as m_feat:
         teacher, precision = load_teacher(config.teacher, sample=texts["train"][:16], home=home)
-        if config.student.layers > teacher.n_layers:
+        transformer = "transformer" in config.students.families
+        if transformer and config.student.layers > teacher.n_layers:
             raise InputError(f"student layers must be in 1..{teacher.n_layers} for this teacher")
         cache = FeatureCache(home / "cache" / "features")
         all_texts = texts["train"] + texts["val"] + texts["test"] + pool
@@ -200,8 +209,15 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         teacher_features=np.concatenate([x["train"], x["pool"]]),
         teacher_head=head.head(),
     )
+    student_teacher, vectors_cache = teacher, home / "cache" / "static"
+    if encoder is not teacher.module:
+        # Students start from the body the head was fitted on; its token vectors are this
+        # build's own, not the shared cache's.
+        student_teacher = copy.copy(teacher)
+        student_teacher.module = encoder
+        vectors_cache = None
     variants = student_variants(
-        teacher, distill_data, config.students, config.student, home / "cache" / "static"
+        student_teacher, distill_data, config.students, config.student, vectors_cache
     )
     teacher_module = SequenceClassifier(encoder, head.head()).eval()
     variants.append(baseline_variant(teacher_module, teacher, head.name))
@@ -214,7 +230,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         "teacher": {"id": teacher.id, "path": str(teacher.model_dir), "precision": precision},
         "run_id": run_id,
     }
-    calib = texts["val"][:128]
+    ids = {v.name: v.model_id for v in variants}
+    # Calibration reads train texts: validation drives the choice and must stay unseen.
+    calib = texts["train"][:128]
     flops_batch = texts["test"][:32]
     for v in variants:
         with Meter(f"export:{v.name}") as meter:
@@ -226,7 +244,12 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 v.path,
                 card={
                     "name": f"{name}/{v.name}",
-                    "lineage": {**lineage, "parent": v.parent or "teacher"},
+                    "lineage": {
+                        **lineage,
+                        "model_id": v.model_id,
+                        "parent": v.parent or "teacher",
+                        "parent_model_id": ids[v.parent] if v.parent else teacher_id,
+                    },
                     "flops_per_text": count_flops(v, flops_batch),
                 },
                 max_length=v.max_length,
@@ -263,8 +286,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
             )
             for v in track_items(variants, "bench variants"):
                 benches[v.name] = measure_bundle(v.bundle, sample, **opts)
-            peak = peaks()
+            peak = peaks(threads=config.bench.threads)
             benches = {k: with_flops_fractions(b, peak) for k, b in benches.items()}
+    headline = config.bench.threads[0]
 
     teacher_record = bench_record(
         name,
@@ -277,6 +301,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         benches.get("teacher"),
         teacher.size_bytes,
         sum(c.cpu_s for c in teacher_costs),
+        threads=headline,
     )
     records = [teacher_record]
     for v in variants:
@@ -290,8 +315,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 v.compression,
                 scores[v.name],
                 benches.get(v.name),
-                dir_size(v.bundle),
+                dir_bytes(v.bundle),
                 sum(c.cpu_s for c in v.costs),
+                threads=headline,
             )
         )
     students = [r for r in records if r["role"] == "student"]
@@ -343,7 +369,6 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
             "costs": teacher_costs,
         }
     ]
-    ids = {v.name: v.model_id for v in variants}
     for r in records[1:]:
         v = by_name[r["variant"]]
         rows.append(
@@ -362,17 +387,27 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 "costs": v.costs,
             }
         )
-    rows.sort(key=lambda row: row.get("parent_id") is not None and row["parent_id"] != teacher_id)
-    staged = {teacher_id: teacher_dir} | {v.model_id: v.path for v in variants if v.path}
+    staged = {teacher_id: teacher_dir} | {v.model_id: v.bundle for v in variants}
     finals = workspace.publish(staged)
-    registry.add_models(rows)  # every model of the build or none
-    registry.record_cost(run_id, "evaluate", m_eval.record)
-    registry.record_cost(run_id, "bench", m_bench.record)
+    bench_rows_: list[dict] = []
     if benches:
         hardware = fingerprint()
-        record_bench(registry, teacher_id, benches["teacher"], hardware)
-        for v in variants:
-            record_bench(registry, v.model_id, benches[v.name], hardware)
+        measured = [(teacher_id, benches["teacher"])] + [
+            (v.model_id, benches[v.name]) for v in variants
+        ]
+        for model_id, measurement in measured:
+            final = finals[model_id]
+            # Measured in staging; stored with the published path and final manifest hash.
+            published = {**measurement, "path": str(final)}
+            if (final / "manifest.json").is_file() and model_id != teacher_id:
+                published["artifact_sha"] = sha256_file(final / "manifest.json")
+            bench_rows_ += bench_rows(model_id, published, hardware)
+    registry.add_models(  # every model of the build, with its measurements, or none
+        parents_first(rows),
+        bench_results=bench_rows_,
+        run_costs=[(run_id, "evaluate", m_eval.record), (run_id, "bench", m_bench.record)],
+    )
+    workspace.committed = True
     chosen_id = next(r["model_id"] for r in records if r["chosen"])
     return BuildResult(
         scenario=name,
@@ -381,3 +416,19 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         bundle=finals[chosen_id],
         choice=card_entry(choice),
     )
+
+
+def parents_first(rows: list[dict]) -> list[dict]:
+    """Registry rows ordered so that every parent comes before its children."""
+    done: set[str] = set()
+    ordered: list[dict] = []
+    pending = list(rows)
+    while pending:
+        ready = [r for r in pending if r.get("parent_id") in done or not r.get("parent_id")]
+        if not ready:
+            raise InputError("model lineage has a cycle or a parent outside the build")
+        for r in ready:
+            ordered.append(r)
+            done.add(r["model_id"])
+        pending = [r for r in pending if r["model_id"] not in done]
+    return ordered

@@ -30,10 +30,6 @@ def evaluate(bundle: Path, texts: dict[str, list[str]], y: dict[str, np.ndarray]
     }
 
 
-def dir_size(path: Path | None) -> int:
-    return sum(p.stat().st_size for p in Path(path).iterdir() if p.is_file()) if path else 0
-
-
 def bench_record(
     scenario: str,
     model_id: str,

@@ -60,7 +60,7 @@ class Variant:
         return ops
 
 
-def _student(family: str, teacher, config, transformer, cache_dir: Path) -> TokenStudent:
+def _student(family: str, teacher, config, transformer, cache_dir: Path | None) -> TokenStudent:
     if family == "transformer":
         return TransformerStudent(teacher, transformer)
     if family == "static-embedding":
@@ -99,7 +99,7 @@ def student_variants(
     data: DistillData,
     config: StudentsConfig,
     transformer: TransformerStudentConfig,
-    cache_dir: Path,
+    cache_dir: Path | None,
 ) -> list[Variant]:
     """Train every configured family, derive compressed transformers, list all export variants.
 
@@ -176,6 +176,14 @@ class StudentsConfig:
             ExportRecipe(quantization=q)
         for o in self.optimizations:
             ExportRecipe(optimization=o)
+        if "all" in self.optimizations:
+            raise InputError("optimizations lists extra levels; 'all' is every bundle's default")
+        for name, values in (
+            ("quantizations", self.quantizations),
+            ("optimizations", self.optimizations),
+        ):
+            if len(set(values)) != len(values):
+                raise InputError(f"{name} has duplicates: {values}")
 
 
 def baseline_variant(teacher_module: nn.Module, teacher, head_name: str) -> Variant:

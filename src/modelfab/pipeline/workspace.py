@@ -44,6 +44,7 @@ class Workspace:
         self.staging = artifacts / ".staging" / tag
         self.journal = artifacts / ".pending" / f"{tag}.json"
         self.published: list[Path] = []
+        self.committed = False  # set once the registry references the published folders
         self.models.mkdir(parents=True, exist_ok=True)
         self.staging.mkdir(parents=True, exist_ok=True)
 
@@ -63,7 +64,7 @@ class Workspace:
 
     def finish(self, succeeded: bool) -> None:
         """Drop staging and journal; on failure also the folders published by this build."""
-        if not succeeded:
+        if not succeeded and not self.committed:
             for final in self.published:
                 shutil.rmtree(final, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)

@@ -266,6 +266,35 @@ def _metric_value(model_name: str, split: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def _bench_row(fields: dict[str, Any], model_id: str | None) -> BenchResult:
+    """A checked bench_results row; `model_id` already resolved to a full id (or None)."""
+    threads = fields["threads"]
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"benchmark threads must be an integer >= 1, got {threads!r}")
+    if not fields["hardware_id"]:
+        raise InputError("benchmark result needs a hardware id")
+    return BenchResult(
+        model_id=model_id,
+        artifact=str(fields["artifact"]),
+        artifact_sha=fields.get("artifact_sha"),
+        kind=str(fields["kind"]),
+        backend=str(fields["backend"]),
+        hardware_id=str(fields["hardware_id"]),
+        hardware=_json_object("hardware", fields["hardware"]),
+        threads=threads,
+        latency_b1_p50_ms=_finite("latency_b1_p50_ms", fields["latency_b1_p50_ms"]),
+        latency_b1_p99_ms=_finite("latency_b1_p99_ms", fields["latency_b1_p99_ms"]),
+        throughput_b32=_finite("throughput_b32", fields["throughput_b32"]),
+        peak_rss_bytes=_int_or_none(fields.get("peak_rss_bytes")),
+        load_s=_finite("load_s", fields.get("load_s"), optional=True),
+        size_bytes=_int_or_none(fields.get("size_bytes")),
+        flops_fraction_of_peak=_finite(
+            "flops_fraction_of_peak", fields.get("flops_fraction_of_peak"), optional=True
+        ),
+        extra=_json_object("extra", fields.get("extra")),
+    )
+
+
 def _insert_model(
     s: Session,
     model_id: str,
@@ -509,19 +538,31 @@ class Registry:
         del fields["self"]
         return self.add_models([fields])[0]
 
-    def add_models(self, models: list[dict[str, Any]]) -> list[str]:
-        """Record several models (keyword dicts as for `add_model`, parents first) in ONE
-        transaction: a build's teacher and student appear together or not at all."""
+    def add_models(
+        self,
+        models: list[dict[str, Any]],
+        bench_results: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        run_costs: list[tuple[str, str, CostRecord]] = (),  # type: ignore[assignment]
+    ) -> list[str]:
+        """Record several models (keyword dicts as for `add_model`, parents first), their
+        benchmark rows (as for `add_bench_result`, model_id a full id) and run-level costs
+        (run_id, stage, cost) in ONE transaction: a build's models appear together, with
+        everything measured about them, or not at all."""
         for fields in models:
             if fields["role"] not in MODEL_ROLES:
                 raise InputError(f"model role must be one of {MODEL_ROLES}, got {fields['role']!r}")
         ids = [fields.get("model_id") or uuid.uuid4().hex for fields in models]
+        bench_rows = [_bench_row(fields, fields.get("model_id")) for fields in bench_results]
         try:
             with self._tx() as s:
                 for model_id, fields in zip(ids, models, strict=True):
                     _insert_model(
                         s, model_id, **{k: v for k, v in fields.items() if k != "model_id"}
                     )
+                s.flush()
+                s.add_all(bench_rows)
+                for run_id, stage, cost in run_costs:
+                    s.add(_cost_row(run_id, None, stage, cost))
         except DBIntegrityError as exc:
             names = ", ".join(repr(f["name"]) for f in models)
             raise InputError(
@@ -629,38 +670,13 @@ class Registry:
     def add_bench_results(self, results: list[dict[str, Any]]) -> list[int]:
         """Store several measurements (keyword dicts as for `add_bench_result`) in ONE
         transaction: a benchmark's rows for 1 and 2 threads appear together or not at all."""
-        rows = []
-        for fields in results:
-            threads = fields["threads"]
-            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-                raise InputError(f"benchmark threads must be an integer >= 1, got {threads!r}")
-            if not fields["hardware_id"]:
-                raise InputError("benchmark result needs a hardware id")
-            model_id = fields.get("model_id")
-            rows.append(
-                BenchResult(
-                    model_id=None if model_id is None else self.get_model(model_id).id,
-                    artifact=str(fields["artifact"]),
-                    artifact_sha=fields.get("artifact_sha"),
-                    kind=str(fields["kind"]),
-                    backend=str(fields["backend"]),
-                    hardware_id=str(fields["hardware_id"]),
-                    hardware=_json_object("hardware", fields["hardware"]),
-                    threads=threads,
-                    latency_b1_p50_ms=_finite("latency_b1_p50_ms", fields["latency_b1_p50_ms"]),
-                    latency_b1_p99_ms=_finite("latency_b1_p99_ms", fields["latency_b1_p99_ms"]),
-                    throughput_b32=_finite("throughput_b32", fields["throughput_b32"]),
-                    peak_rss_bytes=_int_or_none(fields.get("peak_rss_bytes")),
-                    load_s=_finite("load_s", fields.get("load_s"), optional=True),
-                    size_bytes=_int_or_none(fields.get("size_bytes")),
-                    flops_fraction_of_peak=_finite(
-                        "flops_fraction_of_peak",
-                        fields.get("flops_fraction_of_peak"),
-                        optional=True,
-                    ),
-                    extra=_json_object("extra", fields.get("extra")),
-                )
+        rows = [
+            _bench_row(
+                fields,
+                None if fields.get("model_id") is None else self.get_model(fields["model_id"]).id,
             )
+            for fields in results
+        ]
         try:
             with self._tx() as s:
                 s.add_all(rows)

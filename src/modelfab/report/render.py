@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelfab.atomic import write_bytes, write_text
+from modelfab.bench.choose import finite_or_none as _num
 from modelfab.bench.choose import pareto_front
 
 if TYPE_CHECKING:
@@ -36,17 +37,6 @@ MISSING = "—"
 
 
 # --------------------------------------------------------------------------- numbers & format
-
-
-def _num(value: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric, NaN or infinite values."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:
