@@ -13,8 +13,8 @@ from torch import nn
 
 from modelfab.compress.structure import drop_layers, importance, prune_heads, prune_neurons
 from modelfab.distill.base import DistillData, TokenStudent
-from modelfab.distill.train import LoopSettings, distill_loop, pad
-from modelfab.distill.transformer import TransformerStudent, body_and_head_groups
+from modelfab.distill.train import LoopSettings, pad
+from modelfab.distill.transformer import TransformerStudent
 from modelfab.errors import InputError
 
 
@@ -73,16 +73,7 @@ def _recover(student: DerivedStudent, data: DistillData, config: CompressConfig)
         label=f"recover {student.operations['name']}",
         max_texts=config.recovery_texts,
     )
-    result = distill_loop(
-        student.model_,
-        body_and_head_groups(student.model_, parent_cfg.lr, parent_cfg.head_lr),
-        student.ids(data.texts),
-        student.ids(data.val_texts),
-        data,
-        student.tokenizer.pad_token_id,
-        settings,
-    )
-    student.val_f1_, student.history_ = result.val_f1, result.history
+    student.train_(data, parent_cfg.lr, parent_cfg.head_lr, settings)
     student.operations["recovery"] = {
         "epochs": config.recovery_epochs,
         "texts_per_epoch": config.recovery_texts,

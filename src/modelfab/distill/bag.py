@@ -19,10 +19,9 @@ import torch
 from torch import nn
 
 from modelfab.distill.base import DistillData, TokenStudent
-from modelfab.distill.train import distill_loop, pad
+from modelfab.distill.train import pad
 from modelfab.distill.transformer import (
     SequenceClassifier,
-    body_and_head_groups,
     check_distill_settings,
     loop_settings,
 )
@@ -148,17 +147,8 @@ class BagStudent(TokenStudent):
         projector = None
         if data.teacher_features is not None and dim != data.teacher_features.shape[1]:
             projector = nn.Linear(dim, data.teacher_features.shape[1])
-        result = distill_loop(
-            self.model_,
-            body_and_head_groups(self.model_, cfg.lr, cfg.head_lr),
-            self.ids(data.texts),
-            self.ids(data.val_texts),
-            data,
-            self.tokenizer.pad_token_id,
-            loop_settings(cfg, f"distill {self.family} student"),
-            projector=projector,
-        )
-        self.val_f1_, self.history_ = result.val_f1, result.history
+        settings = loop_settings(cfg, f"distill {self.family} student")
+        self.train_(data, cfg.lr, cfg.head_lr, settings, projector=projector)
         return self
 
 

@@ -76,6 +76,29 @@ class TokenStudent:
     def module(self) -> nn.Module:
         return self.model_
 
+    def train_(
+        self,
+        data: DistillData,
+        lr: float,
+        head_lr: float,
+        settings: Any,
+        projector: nn.Module | None = None,
+    ) -> None:
+        """Run the shared KD loop (`distill.train`) on `self.model_` and keep its scores."""
+        from modelfab.distill.train import body_and_head_groups, distill_loop
+
+        result = distill_loop(
+            self.model_,
+            body_and_head_groups(self.model_, lr, head_lr),
+            self.ids(data.texts),
+            self.ids(data.val_texts),
+            data,
+            self.tokenizer.pad_token_id,
+            settings,
+            projector=projector,
+        )
+        self.val_f1_, self.history_ = result.val_f1, result.history
+
     def config_dict(self) -> dict:
         return asdict(self.config)  # type: ignore[attr-defined]
 

@@ -163,3 +163,12 @@ def distill_loop(
     model.load_state_dict(best_state)
     model.eval()
     return LoopResult(val_f1=best, history=history)
+
+
+def body_and_head_groups(model: nn.Module, lr: float, head_lr: float) -> list[dict]:
+    """AdamW parameter groups: trainable encoder parameters at `lr`, the head at `head_lr`."""
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    return [
+        {"params": body, "lr": lr},
+        {"params": list(model.head.parameters()), "lr": head_lr},  # type: ignore[union-attr]
+    ]

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from modelfab.distill.base import DistillData, TokenStudent
-from modelfab.distill.train import LoopSettings, distill_loop
+from modelfab.distill.train import LoopSettings
 from modelfab.errors import InputError
 from modelfab.teachers.hf_encoder import HFTextEncoder, PooledEncoder
 
@@ -90,15 +90,6 @@ def truncated_backbone(teacher: HFTextEncoder, layers: int) -> nn.Module:
     return backbone
 
 
-def body_and_head_groups(model: nn.Module, lr: float, head_lr: float) -> list[dict]:
-    """AdamW parameter groups: trainable encoder parameters at `lr`, the head at `head_lr`."""
-    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    return [
-        {"params": body, "lr": lr},
-        {"params": list(model.head.parameters()), "lr": head_lr},  # type: ignore[union-attr]
-    ]
-
-
 class TransformerStudent(TokenStudent):
     """Student family "transformer": fewer layers of the teacher, trained on its soft labels."""
 
@@ -128,14 +119,5 @@ class TransformerStudent(TokenStudent):
         for p in self.model_.head.parameters():
             p.requires_grad_(True)
         backbone.embeddings.word_embeddings.weight.requires_grad_(not cfg.freeze_word_embeddings)
-        result = distill_loop(
-            self.model_,
-            body_and_head_groups(self.model_, cfg.lr, cfg.head_lr),
-            self.ids(data.texts),
-            self.ids(data.val_texts),
-            data,
-            self.tokenizer.pad_token_id,
-            loop_settings(cfg, f"distill {cfg.layers}-layer student"),
-        )
-        self.val_f1_, self.history_ = result.val_f1, result.history
+        self.train_(data, cfg.lr, cfg.head_lr, loop_settings(cfg, f"distill {cfg.layers}-layer"))
         return self
