@@ -13,8 +13,8 @@ from torch import nn
 
 from modelfab.compress.structure import drop_layers, importance, prune_heads, prune_neurons
 from modelfab.distill.base import DistillData, TokenStudent
-from modelfab.distill.train import LoopSettings, pad
-from modelfab.distill.transformer import TransformerStudent
+from modelfab.distill.train import pad
+from modelfab.distill.transformer import TransformerStudent, loop_settings
 from modelfab.errors import InputError
 
 
@@ -63,14 +63,10 @@ class DerivedStudent(TokenStudent):
 
 def _recover(student: DerivedStudent, data: DistillData, config: CompressConfig) -> DerivedStudent:
     parent_cfg = student.parent.config
-    settings = LoopSettings(
+    settings = dataclasses.replace(
+        loop_settings(parent_cfg, f"recover {student.operations['name']}"),
         epochs=config.recovery_epochs,
-        batch_size=parent_cfg.batch_size,
-        temperature=parent_cfg.temperature,
-        alpha=parent_cfg.alpha,
-        feature_weight=parent_cfg.feature_weight,
-        seed=parent_cfg.seed,
-        label=f"recover {student.operations['name']}",
+        min_steps=0,
         max_texts=config.recovery_texts,
     )
     student.train_(data, parent_cfg.lr, parent_cfg.head_lr, settings)
