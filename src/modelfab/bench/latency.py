@@ -148,15 +148,15 @@ def bench_torch(
         logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return torch.softmax(logits.float(), dim=-1)
 
-    previous_threads, was_training = torch.get_num_threads(), model.training
+    from modelfab.torchutil import eval_mode
+
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    model.eval()
     try:
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             result = bench_callable(lambda: run(single()), lambda: run(batch), **kwargs)
     finally:
         torch.set_num_threads(previous_threads)
-        model.train(was_training)
     return {"backend": "torch-fp32", "threads": threads, **result}
 
 

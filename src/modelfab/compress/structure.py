@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from modelfab.errors import InputError
+from modelfab.torchutil import eval_mode
 
 
 def _layers(model: nn.Module) -> Any:
@@ -93,16 +94,13 @@ def importance(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
         hooks.append(
             layer.output.dense.register_forward_pre_hook(neuron_hook(i, layer.output.dense))
         )
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             for input_ids, mask in batches:
                 model(input_ids, mask)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     n = max(1, len(batches))
     return Importance(heads=heads / n, neurons=neurons / n)
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from modelfab.distill.base import DistillData, feature_loss, kd_loss
 from modelfab.progress import track
+from modelfab.torchutil import eval_mode
 
 
 @dataclass
@@ -78,14 +79,11 @@ def predict_logits(
     """Logits for tokenized texts, in length order for little padding, returned in input order."""
     order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.zeros((len(ids), n_classes), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, mask = pad([ids[i] for i in idx], pad_id)
             out[idx] = model(input_ids, mask).float().numpy()
-    model.train(was_training)
     return out
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from modelfab.errors import InputError, IntegrityError
+from modelfab.torchutil import eval_mode
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
@@ -34,17 +35,6 @@ def _quiet_quantizer():
         yield
     finally:
         root.setLevel(level)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """Put `model` in eval mode for the block and give it back in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _dummy_inputs(max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +61,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic = {0: "batch", 1: "sequence"}
-    with _eval_mode(model), torch.inference_mode(False), warnings.catch_warnings():
+    with eval_mode(model), torch.inference_mode(False), warnings.catch_warnings():
         # The TorchScript exporter is deprecated and HF code emits tracer warnings; both are noise
         # here because check_parity() verifies the result numerically.
         warnings.simplefilter("ignore")
@@ -105,7 +95,7 @@ def _as_int64(inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def torch_logits(model: torch.nn.Module, inputs: Mapping[str, Any]) -> np.ndarray:
     """Logits of `model` on numpy/torch int inputs, as float32 numpy, shape (B, C)."""
     arrays = _as_int64(inputs)
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         logits = model(**{k: torch.from_numpy(v) for k, v in arrays.items()})
     return logits.float().cpu().numpy()
 

@@ -199,14 +199,15 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         teacher_test = _scores(y["test"], head.logits(x["test"]).argmax(1))
         teacher_val = _scores(y["val"], head.logits(x["val"]).argmax(1))
 
+    distill_x = np.concatenate([x["train"], x["pool"]])
     distill_data = DistillData(
         texts=texts["train"] + pool,
         hard=np.concatenate([y["train"], np.full(len(pool), -1)]),
-        teacher_logits=head.logits(np.concatenate([x["train"], x["pool"]])),
+        teacher_logits=head.logits(distill_x),
         val_texts=texts["val"],
         val_y=y["val"],
         n_classes=len(classes),
-        teacher_features=np.concatenate([x["train"], x["pool"]]),
+        teacher_features=distill_x,
         teacher_head=head.head(),
     )
     student_teacher, vectors_cache = teacher, home / "cache" / "static"
@@ -231,6 +232,17 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         "run_id": run_id,
     }
     ids = {v.name: v.model_id for v in variants}
+
+    def parent_id(v) -> str:
+        return ids[v.parent] if v.parent else teacher_id
+
+    flops: dict[int, float] = {}  # export variants of one student share its module
+
+    def flops_of(v) -> float:
+        if id(v.module) not in flops:
+            flops[id(v.module)] = count_flops(v, flops_batch)
+        return flops[id(v.module)]
+
     # Calibration reads train texts: validation drives the choice and must stay unseen.
     calib = texts["train"][:128]
     flops_batch = texts["test"][:32]
@@ -248,9 +260,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                         **lineage,
                         "model_id": v.model_id,
                         "parent": v.parent or "teacher",
-                        "parent_model_id": ids[v.parent] if v.parent else teacher_id,
+                        "parent_model_id": parent_id(v),
                     },
-                    "flops_per_text": count_flops(v, flops_batch),
+                    "flops_per_text": flops_of(v),
                 },
                 max_length=v.max_length,
                 calib_texts=calib,
@@ -325,9 +337,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
     chosen = choice.record["variant"]
     for r in records:
         r["chosen"] = r["variant"] == chosen
-    by_name = {v.name: v for v in variants}
-    for r in records[1:]:
-        v = by_name[r["variant"]]
+    for v, r in zip(variants, records[1:], strict=True):
         finish_card(
             v.bundle,
             {
@@ -369,8 +379,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
             "costs": teacher_costs,
         }
     ]
-    for r in records[1:]:
-        v = by_name[r["variant"]]
+    for v, r in zip(variants, records[1:], strict=True):
         rows.append(
             {
                 "model_id": v.model_id,
@@ -379,7 +388,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 "name": f"{name}/{v.name}",
                 "role": v.role,
                 "family": v.family,
-                "parent_id": ids[v.parent] if v.parent else teacher_id,
+                "parent_id": parent_id(v),
                 "recipe": {**v.recipe, "compression": v.compression, "chosen": r["chosen"]},
                 "artifact_path": str(workspace.models / v.model_id),
                 "size_bytes": r["size_bytes"],

@@ -17,6 +17,7 @@ from modelfab.distill.transformer import TransformerStudent, TransformerStudentC
 from modelfab.errors import InputError
 from modelfab.export.bundle import ExportRecipe
 from modelfab.registry import CostRecord, Meter
+from modelfab.torchutil import eval_mode
 
 FAMILIES = ("transformer", "static-embedding", "hashed-ngram")
 
@@ -213,9 +214,5 @@ def count_flops(variant: Variant, texts: list[str]) -> float:
         max_length=variant.max_length,
         return_tensors="pt",
     )
-    was_training = variant.module.training
-    variant.module.eval()
-    try:
+    with eval_mode(variant.module):
         return flops_per_text(variant.module, enc["input_ids"], enc["attention_mask"])
-    finally:
-        variant.module.train(was_training)
