@@ -51,8 +51,9 @@ def with_flops_fractions(measurement: dict[str, Any], peak: dict[str, Any]) -> d
     return out
 
 
-# Per-thread keys that have their own column; everything else goes to `extra`.
-_COLUMNS = ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
+# The headline timings of one thread count: their own columns here, the figures records carry;
+# everything else a measurement holds goes to `extra`.
+HEADLINE = ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
 
 
 def record_bench(
@@ -85,7 +86,7 @@ def bench_rows(
     }
     rows = []
     for threads, entry in sorted(at_threads.items(), key=lambda kv: int(kv[0])):
-        extra = {k: v for k, v in entry.items() if k not in _COLUMNS}
+        extra = {k: v for k, v in entry.items() if k not in HEADLINE}
         extra["measurement"] = shared
         rows.append(
             {

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from modelfab.atomic import write_text
+from modelfab.bench.results import HEADLINE
 from modelfab.export.manifest import write_manifest
 
 
@@ -58,9 +59,7 @@ def bench_record(
         "accuracy": split_scores["test"]["accuracy"],
         "val_macro_f1": split_scores["val"]["macro_f1"],
         "threads": threads,
-        "latency_b1_p50_ms": at.get("latency_b1_p50_ms"),
-        "latency_b1_p99_ms": at.get("latency_b1_p99_ms"),
-        "throughput_b32": at.get("throughput_b32"),
+        **{key: at.get(key) for key in HEADLINE},
         "size_bytes": size_bytes,
         "peak_rss_bytes": bench.get("peak_rss_bytes"),
         "load_s": bench.get("load_s"),
@@ -68,10 +67,7 @@ def bench_record(
         "flops_fraction_of_peak": at.get("flops_fraction_fp32"),
         "flops_fraction_of_bf16_peak": at.get("flops_fraction_bf16"),
         "at_threads": {
-            k: {
-                key: v.get(key)
-                for key in ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
-            }
+            k: {key: v.get(key) for key in HEADLINE}
             for k, v in (bench.get("at_threads") or {}).items()
         },
         "train_cpu_s": round(cpu_s, 2),
@@ -80,8 +76,7 @@ def bench_record(
 
 
 def bench_metrics(record: dict) -> dict:
-    keys = ("latency_b1_p50_ms", "latency_b1_p99_ms", "throughput_b32")
-    return {k: float(record[k]) for k in keys if record.get(k) is not None}
+    return {k: float(record[k]) for k in HEADLINE if record.get(k) is not None}
 
 
 def finish_card(bundle: Path, update: dict) -> None:
