@@ -127,6 +127,40 @@ def test_max_per_class_overflow_feeds_unlabeled_pool_first():
     assert not set(data.unlabeled["row_id"]) & set(all_rows(data)["row_id"])
 
 
+def test_pool_takes_own_rows_first_then_the_rest_of_the_dataset():
+    df = pd.concat([frame(), frame(n_per_class=30, classes=("rare",))], ignore_index=True)
+    df.loc[df.index[-10:], "section"] = None  # unlabeled rows
+    s = spec(
+        split={"kind": "group", "group_field": "source"},
+        filters={"max_per_class": 20, "exclude_classes": ["rare"]},
+        unlabeled_pool=1000,
+    )
+    data = materialize(s, df)
+    pool = data.unlabeled.merge(df.reset_index(names="row_id")[["row_id", "section"]])
+    own = pool["section"].isin(["games", "libs", "net"])
+    assert own.sum() > 0 and (~own).sum() > 0
+    # The scenario's own overflow first, then the other class and unlabeled rows.
+    assert own.iloc[: own.sum()].all()
+    assert pool["section"].isna().sum() == 10
+    held_out = pd.concat([data.val, data.test])
+    assert not set(pool["group"]) & set(held_out["group"])
+    assert not set(pool["text"]) & set(held_out["text"])
+    assert pool["text"].is_unique
+    own_only = materialize(s.model_copy(update={"unlabeled_from": "scenario"}), df)
+    assert set(own_only.unlabeled["row_id"]) == set(pool.loc[own, "row_id"])
+
+
+def test_scenarios_of_one_dataset_share_their_pool_order():
+    """The rest of the dataset comes in one seeded order, whatever the scenario's labels."""
+    df = frame(n_per_class=40)
+    a = materialize(spec(filters={"include_classes": ["games"]}, unlabeled_pool=1000), df)
+    b = materialize(spec(filters={"include_classes": ["libs"]}, unlabeled_pool=1000), df)
+    shared = set(a.unlabeled["row_id"]) & set(b.unlabeled["row_id"])
+    order_a = [r for r in a.unlabeled["row_id"] if r in shared]
+    order_b = [r for r in b.unlabeled["row_id"] if r in shared]
+    assert len(shared) > 10 and order_a == order_b
+
+
 def test_filters_include_exclude_and_min_count():
     df = pd.concat([frame(), frame(n_per_class=3, classes=("rare",))], ignore_index=True)
     assert "rare" not in materialize(spec(filters={"min_class_count": 5}), df).classes

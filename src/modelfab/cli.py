@@ -89,7 +89,16 @@ def scenario_create(
     labels_per_class: Annotated[
         int | None, typer.Option(help="few-shot: keep this many labels")
     ] = None,
-    unlabeled_pool: int = 0,
+    unlabeled_pool: Annotated[
+        int, typer.Option(help="texts for the teacher to label and the students to learn from")
+    ] = 0,
+    unlabeled_from: Annotated[
+        str,
+        typer.Option(
+            help="fill the pool from the scenario's own unlabeled rows, then the rest of the "
+            "'dataset', or only the 'scenario'"
+        ),
+    ] = "dataset",
     replace: Annotated[bool, typer.Option(help="re-point an existing name at this spec")] = False,
 ) -> None:
     """Define a scenario over a dataset and print its data-quality report."""
@@ -119,6 +128,7 @@ def scenario_create(
         },
         "labels_per_class": labels_per_class,
         "unlabeled_pool": unlabeled_pool,
+        "unlabeled_from": unlabeled_from,
     }
     try:
         spec = ScenarioSpec.model_validate(fields)

@@ -65,6 +65,9 @@ class ScenarioSpec(BaseModel):
     seed: int = 0
     labels_per_class: int | None = Field(default=None, ge=1)
     unlabeled_pool: int = Field(default=0, ge=0)
+    # Where the pool comes from after the scenario's own unlabeled rows: "dataset" also takes
+    # the dataset's other rows (other classes, unlabeled rows), "scenario" only its own.
+    unlabeled_from: Literal["dataset", "scenario"] = "dataset"
     max_text_chars: int = Field(default=2000, ge=1)
 
     @model_validator(mode="after")
@@ -188,10 +191,36 @@ def _few_shot(spec: ScenarioSpec, train: pd.DataFrame) -> tuple[pd.DataFrame, pd
     ]
 
 
+def _unlabeled_pool(
+    spec: ScenarioSpec, every: pd.DataFrame, rows: pd.DataFrame, own: pd.DataFrame
+) -> pd.DataFrame:
+    """Up to `spec.unlabeled_pool` rows for the teacher to label and the students to learn from.
+
+    The scenario's own unlabeled rows (`own`: max_per_class overflow, hidden few-shot labels)
+    come first; with `unlabeled_from="dataset"` the dataset's other rows follow in one seeded
+    order over the whole dataset, so scenarios carved from one dataset share most of their pool
+    and the teacher encodes each text once. Groups and texts of validation and test rows are
+    never in the pool.
+    """
+    held_out = rows[rows["split"] != "train"]
+    parts = [own]
+    if spec.unlabeled_from == "dataset":
+        rank = np.empty(len(every), dtype=np.int64)
+        rank[np.random.default_rng(spec.seed).permutation(len(every))] = np.arange(len(every))
+        taken = set(rows["row_id"]) | set(own["row_id"])
+        rest = every[~every["row_id"].isin(taken)]
+        rest = rest[rest["text"].str.strip().str.len() >= max(1, spec.filters.min_text_chars)]
+        parts.append(rest.iloc[np.argsort(rank[rest["row_id"].to_numpy()], kind="stable")])
+    pool = pd.concat(parts)
+    pool = pool[~pool["group"].isin(set(held_out["group"])) & ~pool["text"].isin(held_out["text"])]
+    return pool.drop_duplicates("text").head(spec.unlabeled_pool)
+
+
 def materialize(spec: ScenarioSpec, df: pd.DataFrame) -> ScenarioData:
     """Build the scenario's train/val/test/unlabeled frames from a dataset's rows."""
     _check_fields(spec, df)
-    rows, overflow = _filter(spec, _rows(spec, df.reset_index(drop=True)))
+    every = _rows(spec, df.reset_index(drop=True))
+    rows, overflow = _filter(spec, every)
     if len(rows) == 0:
         raise InputError(f"scenario {spec.name!r}: no rows left after label derivation/filters")
     counts = rows["label"].value_counts()
@@ -212,9 +241,7 @@ def materialize(spec: ScenarioSpec, df: pd.DataFrame) -> ScenarioData:
         )
     )
     train, moved = _few_shot(spec, rows[rows["split"] == "train"])
-    held_out_groups = set(rows.loc[rows["split"] != "train", "group"])
-    pool = pd.concat([overflow, moved])
-    pool = pool[~pool["group"].isin(held_out_groups)].head(spec.unlabeled_pool)
+    pool = _unlabeled_pool(spec, every, rows, pd.concat([overflow, moved]))
 
     def labeled(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[LABELED].reset_index(drop=True)
