@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint format clean
+.PHONY: demo test test-fast bench bench-fewshot lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m modelfab.bench.suite
+
+# Few labels: modelfab's adaptation against SetFit, students, active learning, label issues.
+bench-fewshot: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,fewshot]"
+	$(PY) -m modelfab.bench.fewshot
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

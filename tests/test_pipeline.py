@@ -252,3 +252,123 @@ def test_bad_bench_row_rolls_back_every_model(scenario, home, tiny_teacher_dir, 
         build(scenario, fast_config(tiny_teacher_dir, bench=True))
     assert Registry().list_models() == []
     assert list((home / "artifacts" / "models").iterdir()) == []
+
+
+@pytest.fixture
+def pooled(home, tmp_path):
+    """A scenario with 30 unlabeled rows in its dataset (label null) for the pool."""
+    path = write_dataset(tmp_path / "pooled.jsonl", per_class=30)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, row in enumerate(rows[:30]):
+        rows.append({"text": row["text"] + " extra", "label": None, "src": f"pool-{i}"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    version = import_data(path, name="pooled")
+    create_scenario(
+        ScenarioSpec(
+            name="pooled",
+            dataset=version.name,
+            text_fields=["text"],
+            label_field="label",
+            split=SplitSpec(kind="group", group_field="src", val_frac=0.25),
+            unlabeled_pool=30,
+        )
+    )
+    return "pooled"
+
+
+def test_build_stores_its_labels_with_provenance_and_calibration(pooled, home, tiny_teacher_dir):
+    from dataclasses import replace
+
+    from modelfab.data.versions import DatasetStore
+    from modelfab.pipeline.config import LabelsConfig
+
+    result = build(pooled, fast_config(tiny_teacher_dir))
+    labels = json.loads((result.bundle / "card.json").read_text())["labels"]
+    store = DatasetStore(home)
+    table = store.load(store.get("pooled-labels").id)
+    assert labels["version"] == store.get("pooled-labels").id
+    assert labels["by_provenance"] == table["provenance"].value_counts().to_dict()
+    assert labels["by_provenance"]["teacher"] == labels["pool_rows_used"] == 30  # soft: all
+    assert (table.loc[table["provenance"] == "human", "confidence"] == 1.0).all()
+    teacher = table[table["provenance"] == "teacher"]
+    assert teacher["confidence"].between(0, 1).all()
+    assert set(teacher["text"]) == {t for t in teacher["text"] if t.endswith(" extra")}
+    assert labels["calibration"]["temperature"] > 0
+    assert labels["screening"] == {"excluded": 0}
+
+    cfg = LabelsConfig(pool_labels="hard", target_precision=0.34)
+    hard = replace(fast_config(tiny_teacher_dir), labels=cfg)
+    hard_labels = json.loads((build(pooled, hard).bundle / "card.json").read_text())["labels"]
+    assert hard_labels["mode"] == "hard"
+    assert 0 < hard_labels["pool_rows_used"] == hard_labels["teacher_accepted"] <= 30
+
+
+def test_data_loop_suspects_queue_and_answers(pooled, home, tiny_teacher_dir, tmp_path):
+    from modelfab.data.versions import DatasetStore
+    from modelfab.labels.active import write_queue
+    from modelfab.pipeline.build import load_scenario
+    from modelfab.pipeline.config import TeacherConfig
+    from modelfab.pipeline.loop import import_answers, labeling_queue, suspect_labels
+
+    teacher = TeacherConfig(path=str(tiny_teacher_dir), max_length=32, precision="fp32")
+    registry = Registry()
+    _, before, _ = load_scenario(pooled, registry, home)
+    ranked = suspect_labels(pooled, teacher=teacher)
+    assert len(ranked) == len(before.train)
+    assert ranked["quality"].is_monotonic_increasing
+    assert set(ranked["row_id"]) == set(before.train["row_id"])
+
+    queue = labeling_queue(pooled, k=5, teacher=teacher)
+    frame = DatasetStore(home).load(registry.get_scenario(pooled).dataset_id)
+    assert len(queue) == 5 and frame.loc[queue["row_id"], "label"].isna().all()
+    answers = write_queue(queue.assign(label=queue["suggested"]), tmp_path / "answers.jsonl")
+    version, n = import_answers(pooled, answers)
+    assert n == 5
+    spec, after, record = load_scenario(pooled, registry, home)
+    assert record.dataset_id == version.id and spec.answered_rows == sorted(queue["row_id"])
+    assert set(queue["row_id"]) <= set(after.train["row_id"])  # answers join train
+    for split in ("val", "test"):  # and the split of everything else stays put
+        assert getattr(after, split)["row_id"].tolist() == getattr(before, split)["row_id"].tolist()
+    assert not set(queue["row_id"]) & set(after.unlabeled["row_id"])
+    with pytest.raises(InputError, match="not one of the scenario's classes"):
+        import_answers(pooled, write_queue(queue.assign(label="nope"), tmp_path / "bad.csv"))
+
+
+def test_build_can_leave_out_flagged_train_labels(home, tmp_path, tiny_teacher_dir):
+    from dataclasses import replace
+
+    from pipeline_helpers import WORDS
+
+    from modelfab.pipeline.config import LabelsConfig
+
+    path = write_dataset(tmp_path / "noisy.jsonl", per_class=30)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows[::9]:  # a clear mislabel: games text called science and so on
+        names = list(WORDS)
+        row["label"] = names[(names.index(row["label"]) + 1) % len(names)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    version = import_data(path, name="noisy")
+    create_scenario(
+        ScenarioSpec(
+            name="noisy",
+            dataset=version.name,
+            text_fields=["text"],
+            label_field="label",
+            split=SplitSpec(kind="group", group_field="src"),
+        )
+    )
+    config = replace(fast_config(tiny_teacher_dir), labels=LabelsConfig(exclude_label_issues=True))
+    card = json.loads((build("noisy", config).bundle / "card.json").read_text())
+    screening = card["labels"]["screening"]
+    assert screening["excluded"] > 0
+    assert card["data"]["train"] == screening["flagged_of"] - screening["excluded"]
+
+
+def test_build_with_a_search_budget_records_its_trials(scenario, home, tiny_teacher_dir):
+    from dataclasses import replace
+
+    config = replace(fast_config(tiny_teacher_dir), adapt=("logreg", "mlp"), adapt_budget_s=3)
+    trials = Registry().trials(build(scenario, config).run_id)
+    assert trials and {t["strategy"] for t in trials} <= {"logreg", "mlp"}
+    with pytest.raises(InputError, match="budget"):
+        replace(config, adapt_budget_s=-1)

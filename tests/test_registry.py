@@ -11,7 +11,16 @@ from sqlalchemy import create_engine, inspect
 from modelfab.errors import InputError, NotFoundError
 from modelfab.registry import CostRecord, Registry
 
-TABLES = {"datasets", "scenarios", "runs", "models", "metrics", "costs", "bench_results"}
+TABLES = {
+    "datasets",
+    "scenarios",
+    "runs",
+    "models",
+    "metrics",
+    "costs",
+    "trials",
+    "bench_results",
+}
 
 
 def cost(stage: str, **kw: int) -> CostRecord:

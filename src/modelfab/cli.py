@@ -32,6 +32,10 @@ models_app = typer.Typer(help="Models in the registry.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(models_app, name="models")
+labels_app = typer.Typer(
+    help="Suspect labels, the next examples to label, and answers back in.", no_args_is_help=True
+)
+app.add_typer(labels_app, name="labels")
 
 # Wide when piped, so tables and paths are not cut for scripts and logs.
 out = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
@@ -178,6 +182,12 @@ def build(
     families: Annotated[
         str, typer.Option(help="student families: transformer,static-embedding,hashed-ngram")
     ] = "transformer,static-embedding,hashed-ngram",
+    budget_s: Annotated[
+        float | None,
+        typer.Option(
+            help="search the adaptation strategies' hyperparameters for this long (Optuna)"
+        ),
+    ] = None,
     layers: Annotated[int, typer.Option(help="transformer student layers")] = 2,
     student_max_length: Annotated[
         int, typer.Option(help="tokens a transformer student reads")
@@ -196,12 +206,25 @@ def build(
     bench: Annotated[
         bool, typer.Option(help="benchmark every variant (needed to choose under a budget)")
     ] = True,
+    pool_labels: Annotated[
+        str,
+        typer.Option(
+            help="students learn the pool from the teacher's 'soft' distributions or its "
+            "'hard' labels that clear the per-class confidence threshold"
+        ),
+    ] = "soft",
+    target_precision: Annotated[
+        float, typer.Option(help="precision the teacher's accepted pool labels are held to")
+    ] = 0.9,
+    exclude_label_issues: Annotated[
+        bool, typer.Option(help="leave out train labels cleanlab flags as likely wrong")
+    ] = False,
 ) -> None:
     """Build the adapted teacher and candidate students, benchmark them, pick one for the budget."""
     from modelfab.bench.choose import Budget
     from modelfab.distill.transformer import TransformerStudentConfig
     from modelfab.pipeline.build import build as run_build
-    from modelfab.pipeline.config import BenchConfig, BuildConfig, TeacherConfig
+    from modelfab.pipeline.config import BenchConfig, BuildConfig, LabelsConfig, TeacherConfig
     from modelfab.pipeline.variants import StudentsConfig
     from modelfab.report.render import rich_table
 
@@ -216,12 +239,18 @@ def build(
     config = BuildConfig(
         teacher=TeacherConfig(path=teacher, max_length=max_length, precision=precision),
         adapt=tuple(_csv(adapt) or ()),
+        adapt_budget_s=budget_s,
         student=TransformerStudentConfig(
             layers=layers, epochs=epochs, max_length=student_max_length
         ),
         students=students,
         bench=BenchConfig(enabled=bench),
         budget=Budget(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, min_f1=min_f1),
+        labels=LabelsConfig(
+            pool_labels=pool_labels,
+            target_precision=target_precision,
+            exclude_label_issues=exclude_label_issues,
+        ),
     )
     result = run_build(scenario, config)
     out.print(rich_table(result.records))
@@ -565,6 +594,78 @@ def bench_peak(
             table.add_row(dtype, n, f"{value / 1e9:.1f}")
     out.print(f"hardware {entry['hardware_id'][:12]}, torch {entry['torch']}")
     out.print(table)
+
+
+TEACHER_HELP = "local HF model directory the scenario is built with (default: all-MiniLM-L6-v2)"
+
+
+def _write_table(frame: Any, path: Path) -> None:
+    from modelfab.labels.active import write_queue
+
+    write_queue(frame, path)
+    out.print(f"wrote {len(frame)} rows to {path}")
+
+
+@labels_app.command("issues")
+def labels_issues(
+    scenario: str,
+    top: Annotated[int, typer.Option(help="rows to print")] = 20,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the full ranking (.csv or .jsonl)")
+    ] = None,
+    seed: int = 0,
+    teacher: Annotated[str | None, typer.Option(help=TEACHER_HELP)] = None,
+) -> None:
+    """Rank the scenario's human train labels by how likely they are wrong (cleanlab)."""
+    from modelfab.pipeline.config import TeacherConfig
+    from modelfab.pipeline.loop import suspect_labels
+
+    ranked = suspect_labels(scenario, seed=seed, teacher=TeacherConfig(path=teacher))
+    table = Table("row_id", "given", "suggested", "quality", "flagged", "text")
+    for r in ranked.head(top).itertuples():
+        table.add_row(
+            str(r.row_id),
+            r.given,
+            r.suggested,
+            f"{r.quality:.3f}",
+            "yes" if r.is_issue else "",
+            r.text[:60].replace("\n", " "),
+        )
+    out.print(table)
+    out.print(f"{int(ranked['is_issue'].sum())} of {len(ranked)} labels flagged")
+    if out_file is not None:
+        _write_table(ranked, out_file)
+
+
+@labels_app.command("queue")
+def labels_queue(
+    scenario: str,
+    out_file: Annotated[Path, typer.Option("--out", help="queue file (.csv or .jsonl)")],
+    k: Annotated[int, typer.Option(help="examples to pick")] = 40,
+    strategy: Annotated[
+        str, typer.Option(help="uncertainty-diversity, uncertainty, diversity or random")
+    ] = "uncertainty-diversity",
+    seed: int = 0,
+    teacher: Annotated[str | None, typer.Option(help=TEACHER_HELP)] = None,
+) -> None:
+    """Pick the next pool texts worth labeling; fill their `label` column, then `answers`."""
+    from modelfab.pipeline.config import TeacherConfig
+    from modelfab.pipeline.loop import labeling_queue
+
+    queue = labeling_queue(scenario, k, strategy, seed=seed, teacher=TeacherConfig(path=teacher))
+    _write_table(queue, out_file)
+
+
+@labels_app.command("answers")
+def labels_answers(scenario: str, answers: Path) -> None:
+    """Import a filled-in queue as a new dataset version and point the scenario at it."""
+    from modelfab.pipeline.loop import import_answers
+
+    version, n = import_answers(scenario, answers)
+    out.print(f"{n} answers -> dataset {version.name} version {version.id[:12]}")
+    out.print(
+        f"scenario {scenario} now uses it; `modelfab build {scenario}` reuses cached features"
+    )
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -67,9 +69,11 @@ class MLPHead:
         lr: float = 2e-3,
         patience: int = 5,
         seed: int = 0,
+        on_epoch: Callable[[int, float], None] | None = None,
     ):
         self.hidden, self.epochs, self.lr, self.seed = hidden, epochs, lr, seed
         self.patience = patience  # epochs without a better validation score before stopping
+        self.on_epoch = on_epoch  # (epoch, validation macro-F1); may raise to stop (pruning)
 
     def fit(self, data: AdaptData) -> MLPHead:
         torch.manual_seed(self.seed)
@@ -85,7 +89,7 @@ class MLPHead:
         xv = torch.from_numpy(data.val_x)
         gen = torch.Generator().manual_seed(self.seed)
         best_score, best_state, stale = -1.0, None, 0
-        for _ in range(self.epochs):
+        for epoch in range(self.epochs):
             net.train()
             for idx in torch.randperm(len(x), generator=gen).split(64):
                 opt.zero_grad()
@@ -95,6 +99,8 @@ class MLPHead:
             with torch.no_grad():
                 pred = net(xv).argmax(-1).numpy()
             score = f1_score(data.val_y, pred, average="macro")
+            if self.on_epoch is not None:
+                self.on_epoch(epoch, float(score))
             if score > best_score:
                 best_score, stale = score, 0
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelfab.adapt.base import AdaptData, Adapter
+from modelfab.adapt.contrastive import ContrastiveAdapter
 from modelfab.adapt.finetune import FineTuneAdapter
 from modelfab.adapt.heads import LogisticHead, MLPHead
 from modelfab.errors import InputError
@@ -16,13 +17,17 @@ STRATEGIES: dict[str, Callable[[Any, int], Adapter]] = {
     "logreg": lambda teacher, seed: LogisticHead(),
     "mlp": lambda teacher, seed: MLPHead(seed=seed),
     "finetune": lambda teacher, seed: FineTuneAdapter(teacher, seed=seed),
+    "contrastive": lambda teacher, seed: ContrastiveAdapter(teacher, seed=seed),
+    "lora": lambda teacher, seed: ContrastiveAdapter(teacher, lora_rank=8, seed=seed),
 }
+NEEDS_TEACHER = ("finetune", "contrastive", "lora")  # these train the teacher body
 
 
 @dataclass
 class Adaptation:
     best: Adapter
     scores: dict[str, float] = field(default_factory=dict)  # validation macro-F1 per strategy
+    trials: list[dict] = field(default_factory=list)  # hyperparameter-search trials, if any
 
 
 def adapt(
@@ -31,15 +36,15 @@ def adapt(
     seed: int = 0,
     teacher=None,
 ) -> Adaptation:
-    """Fit each strategy; "finetune" needs `teacher` (the HFTextEncoder to fine-tune)."""
+    """Fit each strategy; the NEEDS_TEACHER ones need `teacher` (the HFTextEncoder to tune)."""
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")
     fitted: list[Adapter] = []
     scores: dict[str, float] = {}
     for name in strategies:
-        if name == "finetune" and teacher is None:
-            raise InputError("the finetune strategy needs a teacher to fine-tune")
+        if name in NEEDS_TEACHER and teacher is None:
+            raise InputError(f"the {name} strategy needs a teacher to tune")
         adapter = STRATEGIES[name](teacher, seed)
         adapter.fit(data)
         scores[name] = float(adapter.val_f1_)  # type: ignore[attr-defined]

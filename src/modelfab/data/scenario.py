@@ -68,6 +68,9 @@ class ScenarioSpec(BaseModel):
     # Where the pool comes from after the scenario's own unlabeled rows: "dataset" also takes
     # the dataset's other rows (other classes, unlabeled rows), "scenario" only its own.
     unlabeled_from: Literal["dataset", "scenario"] = "dataset"
+    # Rows a person labeled through `modelfab labels queue/answers`: always in train (never
+    # hidden by labels_per_class), outside the split draw, so the rest keeps its split.
+    answered_rows: list[int] = Field(default_factory=list)
     max_text_chars: int = Field(default=2000, ge=1)
 
     @model_validator(mode="after")
@@ -160,6 +163,12 @@ def _rows(spec: ScenarioSpec, df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"text": text, "label": label, "group": group, "row_id": row_id})
 
 
+def row_labels(spec: ScenarioSpec, df: pd.DataFrame) -> pd.Series:
+    """Each dataset row's label under the spec (a label field or a derived facet); None where
+    the row has none. Indexed by row_id."""
+    return _rows(spec, df.reset_index(drop=True))["label"]
+
+
 def _filter(spec: ScenarioSpec, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(kept rows, rows dropped only by max_per_class: the first unlabeled candidates)."""
     f = spec.filters
@@ -216,11 +225,18 @@ def _unlabeled_pool(
     return pool.drop_duplicates("text").head(spec.unlabeled_pool)
 
 
+def class_indices(labels, classes: list[str]) -> np.ndarray:
+    """(N,) int64 index of each label in `classes`."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
+
+
 def materialize(spec: ScenarioSpec, df: pd.DataFrame) -> ScenarioData:
     """Build the scenario's train/val/test/unlabeled frames from a dataset's rows."""
     _check_fields(spec, df)
     every = _rows(spec, df.reset_index(drop=True))
-    rows, overflow = _filter(spec, every)
+    is_answered = every["row_id"].isin(spec.answered_rows) & every["label"].notna()
+    rows, overflow = _filter(spec, every[~is_answered])
     if len(rows) == 0:
         raise InputError(f"scenario {spec.name!r}: no rows left after label derivation/filters")
     counts = rows["label"].value_counts()
@@ -241,7 +257,11 @@ def materialize(spec: ScenarioSpec, df: pd.DataFrame) -> ScenarioData:
         )
     )
     train, moved = _few_shot(spec, rows[rows["split"] == "train"])
-    pool = _unlabeled_pool(spec, every, rows, pd.concat([overflow, moved]))
+    answered = every[is_answered & every["label"].isin(rows["label"].unique())]
+    train = pd.concat([train, answered.assign(split="train")]).sort_values("row_id")
+    pool = _unlabeled_pool(
+        spec, every, pd.concat([rows, answered.assign(split="train")]), pd.concat([overflow, moved])
+    )
 
     def labeled(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[LABELED].reset_index(drop=True)

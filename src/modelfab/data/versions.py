@@ -73,7 +73,7 @@ def content_id(df: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _safe_name(raw: str) -> str:
+def safe_name(raw: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", raw).strip("-.") or "dataset"
     return name[:128]
 
@@ -131,7 +131,7 @@ class DatasetStore:
         df = load_table(path, fmt, translations=translations)
         stem = strip_compression(path.name)
         stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-        return self.import_frame(df, name or _safe_name(stem), str(path.resolve()))
+        return self.import_frame(df, name or safe_name(stem), str(path.resolve()))
 
     def _add_name(self, name: str, version_id: str) -> None:
         ref = self.dir / "names" / f"{name}.json"

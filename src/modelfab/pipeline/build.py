@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from modelfab.bench.hardware import fingerprint
 from modelfab.bench.peak import peaks
 from modelfab.bench.probe import measure_bundle, measure_teacher
 from modelfab.bench.results import bench_rows, with_flops_fractions
-from modelfab.data.scenario import ScenarioData, ScenarioSpec, materialize
+from modelfab.data.scenario import ScenarioData, ScenarioSpec, class_indices, materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.distill.base import DistillData
 from modelfab.distill.transformer import SequenceClassifier
@@ -34,6 +35,7 @@ from modelfab.errors import InputError
 from modelfab.export.bundle import export_bundle
 from modelfab.export.manifest import dir_bytes, sha256_file, write_manifest
 from modelfab.pipeline.config import BuildConfig
+from modelfab.pipeline.labeling import label_pool, screen_train
 from modelfab.pipeline.records import (
     bench_metrics,
     bench_record,
@@ -58,11 +60,6 @@ class BuildResult:
     records: list[dict] = field(default_factory=list)  # one per model variant (bench format)
     bundle: Path | None = None  # the chosen student's bundle
     choice: dict = field(default_factory=dict)  # why that student (bench.choose.card_entry)
-
-
-def _index(labels, classes: list[str]) -> np.ndarray:
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.array([lookup[str(v)] for v in labels], dtype=np.int64)
 
 
 def load_scenario(
@@ -146,7 +143,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
     name = scenario.name
     classes = data.classes
     y = {
-        split: _index(getattr(data, split)["label"], classes) for split in ("train", "val", "test")
+        split: class_indices(getattr(data, split)["label"], classes)
+        for split in ("train", "val", "test")
     }
     texts = {split: getattr(data, split)["text"].tolist() for split in ("train", "val", "test")}
     pool = data.unlabeled["text"].tolist()
@@ -166,21 +164,25 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
     }
 
     with Meter("adapt") as m_adapt:
+        screening = screen_train(x["train"], y["train"], classes, config.labels, spec.seed)
+        if not screening.keep.all():
+            keep = screening.keep
+            texts["train"] = [t for t, k in zip(texts["train"], keep, strict=True) if k]
+            x["train"], y["train"] = x["train"][keep], y["train"][keep]
+            data = dataclasses.replace(data, train=data.train[keep].reset_index(drop=True))
         m_adapt.labeled_examples = len(texts["train"]) + len(texts["val"])
-        adaptation = adapt(
-            AdaptData(
-                texts["train"],
-                x["train"],
-                y["train"],
-                texts["val"],
-                x["val"],
-                y["val"],
-                len(classes),
-            ),
-            strategies=config.adapt,
-            seed=spec.seed,
-            teacher=teacher,
+        adapt_data = AdaptData(
+            texts["train"], x["train"], y["train"], texts["val"], x["val"], y["val"], len(classes)
         )
+        if config.adapt_budget_s is None:
+            adaptation = adapt(adapt_data, config.adapt, seed=spec.seed, teacher=teacher)
+        else:
+            from modelfab.adapt.search import search
+
+            adaptation = search(
+                adapt_data, config.adapt, config.adapt_budget_s, seed=spec.seed, teacher=teacher
+            )
+            registry.add_trials(run_id, adaptation.trials)
         head = adaptation.best
         encoder = getattr(head, "encoder_", teacher.module)
         if encoder is not teacher.module:  # fine-tuned body: its features replace the cached ones
@@ -199,11 +201,29 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         teacher_test = _scores(y["test"], head.logits(x["test"]).argmax(1))
         teacher_val = _scores(y["val"], head.logits(x["val"]).argmax(1))
 
-    distill_x = np.concatenate([x["train"], x["pool"]])
+    labels = label_pool(
+        train=data.train,
+        pool=data.unlabeled,
+        classes=classes,
+        val_logits=head.logits(x["val"]),
+        val_y=y["val"],
+        pool_logits=head.logits(x["pool"]),
+        cfg=config.labels,
+        home=home,
+        scenario=name,
+        source=(
+            f"run {run_id}: human train labels and {head.name} teacher labels of the pool; "
+            f"row_id indexes dataset {scenario.dataset_id}"
+        ),
+    )
+    used = labels.targets.keep
+    distill_x = np.concatenate([x["train"], x["pool"][used]])
     distill_data = DistillData(
-        texts=texts["train"] + pool,
-        hard=np.concatenate([y["train"], np.full(len(pool), -1)]),
-        teacher_logits=head.logits(distill_x),
+        texts=texts["train"] + [t for t, k in zip(pool, used, strict=True) if k],
+        hard=np.concatenate([y["train"], labels.targets.hard[used]]),
+        teacher_logits=np.concatenate(
+            [head.logits(x["train"]), labels.targets.logits[used]]
+        ).astype(np.float32),
         val_texts=texts["val"],
         val_y=y["val"],
         n_classes=len(classes),
@@ -357,6 +377,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 "adaptation": {"chosen": head.name, "val_macro_f1": adaptation.scores},
                 "cost": _cost_summary(v.costs),
                 "data": {k: len(t) for k, t in texts.items()} | {"unlabeled": len(pool)},
+                "labels": {**labels.card, "screening": screening.report},
             },
         )
 

@@ -38,19 +38,48 @@ class BenchConfig:
 
 
 @dataclass
+class LabelsConfig:
+    """How the build treats labels: the teacher's pool labels and suspect human labels."""
+
+    pool_labels: str = "soft"  # "soft": teacher distributions (KD); "hard": accepted labels only
+    target_precision: float = 0.9  # per-class confidence thresholds are set for this precision
+    exclude_label_issues: bool = False  # drop train rows cleanlab flags before adapting
+
+    def __post_init__(self) -> None:
+        if self.pool_labels not in ("soft", "hard"):
+            raise InputError(f"pool_labels must be soft or hard, not {self.pool_labels!r}")
+        if not 0 < self.target_precision <= 1:
+            raise InputError(f"target_precision must be in (0, 1], not {self.target_precision}")
+
+
+@dataclass
 class BuildConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     adapt: tuple[str, ...] = ("logreg", "mlp")
+    adapt_budget_s: float | None = None  # set: Optuna searches the strategies for this long
     student: TransformerStudentConfig = field(default_factory=TransformerStudentConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     budget: Budget = field(default_factory=Budget)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
 
     def __post_init__(self) -> None:
         from modelfab.adapt.select import STRATEGIES
 
         if self.budget.max_latency_ms is not None and not self.bench.enabled:
             raise InputError("a latency budget needs the benchmark: drop --no-bench")
+        if self.adapt_budget_s is not None:
+            from modelfab.adapt.search import SEARCHABLE
+
+            if not self.adapt_budget_s > 0:
+                raise InputError(
+                    f"the adaptation budget must be > 0 seconds, not {self.adapt_budget_s}"
+                )
+            fixed = [a for a in self.adapt if a not in SEARCHABLE]
+            if fixed:
+                raise InputError(
+                    f"--budget-s searches {list(SEARCHABLE)}; {fixed} have no search space"
+                )
         unknown = [a for a in self.adapt if a not in STRATEGIES]
         if unknown or not self.adapt:
             raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")

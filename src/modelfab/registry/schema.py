@@ -1,5 +1,5 @@
-"""Registry tables: datasets, scenarios, runs, models (with lineage), metrics, costs and
-benchmark results (model by hardware).
+"""Registry tables: datasets, scenarios, runs, models (with lineage), metrics, costs,
+hyperparameter-search trials and benchmark results (model by hardware).
 
 Portable SQLAlchemy 2 declarative ORM: plain String/Integer/Float/DateTime/Text columns and
 `sqlalchemy.JSON`, nothing SQLite-only, so the same schema runs on PostgreSQL.
@@ -113,6 +113,23 @@ class Cost(Base):
     labeled_examples: Mapped[int] = mapped_column(Integer, default=0)
     teacher_forward_passes: Mapped[int] = mapped_column(Integer, default=0)
     cache_hits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Trial(Base):
+    """One hyperparameter-search trial of a run's adaptation (Optuna), pruned ones included."""
+
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(50))
+    params: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(20))  # complete, pruned, fail
+    value: Mapped[float | None] = mapped_column(Float)  # validation macro-F1
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class BenchResult(Base):

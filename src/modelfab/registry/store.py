@@ -36,6 +36,7 @@ from modelfab.registry.schema import (
     Model,
     Run,
     Scenario,
+    Trial,
     utcnow,
 )
 
@@ -228,7 +229,7 @@ def _finite(what: str, value: Any, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise InputError(f"benchmark field {what} must be a finite number, got {value!r}")
+        raise InputError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -241,7 +242,7 @@ def _json_object(what: str, value: dict[str, Any] | None) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(value or {}, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise InputError(f"benchmark field {what} is not plain JSON: {exc}") from None
+        raise InputError(f"{what} is not plain JSON: {exc}") from None
 
 
 def _cost_row(run_id: str, model_id: str | None, stage: str, cost: CostRecord) -> Cost:
@@ -280,18 +281,20 @@ def _bench_row(fields: dict[str, Any], model_id: str | None) -> BenchResult:
         kind=str(fields["kind"]),
         backend=str(fields["backend"]),
         hardware_id=str(fields["hardware_id"]),
-        hardware=_json_object("hardware", fields["hardware"]),
+        hardware=_json_object("benchmark field hardware", fields["hardware"]),
         threads=threads,
-        latency_b1_p50_ms=_finite("latency_b1_p50_ms", fields["latency_b1_p50_ms"]),
-        latency_b1_p99_ms=_finite("latency_b1_p99_ms", fields["latency_b1_p99_ms"]),
-        throughput_b32=_finite("throughput_b32", fields["throughput_b32"]),
+        latency_b1_p50_ms=_finite("benchmark field latency_b1_p50_ms", fields["latency_b1_p50_ms"]),
+        latency_b1_p99_ms=_finite("benchmark field latency_b1_p99_ms", fields["latency_b1_p99_ms"]),
+        throughput_b32=_finite("benchmark field throughput_b32", fields["throughput_b32"]),
         peak_rss_bytes=_int_or_none(fields.get("peak_rss_bytes")),
-        load_s=_finite("load_s", fields.get("load_s"), optional=True),
+        load_s=_finite("benchmark field load_s", fields.get("load_s"), optional=True),
         size_bytes=_int_or_none(fields.get("size_bytes")),
         flops_fraction_of_peak=_finite(
-            "flops_fraction_of_peak", fields.get("flops_fraction_of_peak"), optional=True
+            "benchmark field flops_fraction_of_peak",
+            fields.get("flops_fraction_of_peak"),
+            optional=True,
         ),
-        extra=_json_object("extra", fields.get("extra")),
+        extra=_json_object("benchmark field extra", fields.get("extra")),
     )
 
 
@@ -637,6 +640,43 @@ class Registry:
             return [_cost(r) for r in s.scalars(query)]
 
     # ---- benchmark results (model by hardware) -----------------------------------------------
+
+    # ---- hyperparameter-search trials -------------------------------------------------------
+
+    def add_trials(self, run_id: str, trials: list[dict[str, Any]]) -> int:
+        """Record a run's search trials (number, strategy, params, state, value, duration_s)."""
+        with self._tx() as s:
+            if s.get(Run, run_id) is None:
+                raise NotFoundError(f"run {run_id!r} not found")
+            for t in trials:
+                value = _finite("trial value", t.get("value"), optional=True)
+                s.add(
+                    Trial(
+                        run_id=run_id,
+                        number=int(t["number"]),
+                        strategy=str(t["strategy"]),
+                        params=_json_object("trial params", t.get("params")),
+                        state=str(t["state"]),
+                        value=value,
+                        duration_s=float(t.get("duration_s") or 0.0),
+                    )
+                )
+        return len(trials)
+
+    def trials(self, run_id: str) -> list[dict[str, Any]]:
+        with self._tx() as s:
+            rows = s.scalars(select(Trial).where(Trial.run_id == run_id).order_by(Trial.number))
+            return [
+                {
+                    "number": r.number,
+                    "strategy": r.strategy,
+                    "params": r.params,
+                    "state": r.state,
+                    "value": r.value,
+                    "duration_s": r.duration_s,
+                }
+                for r in rows
+            ]
 
     def add_bench_result(
         self,

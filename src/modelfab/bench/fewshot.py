@@ -1,0 +1,373 @@
+"""`make bench-fewshot`: few labels, more data, measured on four debtags facets and 3 seeds.
+
+Per facet and seed, from one scenario split grouped by source (train / val / test and the
+unlabeled pool). No method sees a label beyond its labeled examples: the validation split is not
+used, the labeled examples double as the validation data where a method wants one, and the
+teacher's wall time includes encoding its labeled texts (SetFit's includes it too).
+- adaptation with 8 labels per class: modelfab's strategies ("head", "contrastive", "lora")
+  and SetFit (same MiniLM body, same examples, run here), each with its training wall time;
+- "teacher": what modelfab's default few-shot adaptation keeps (`FEWSHOT_STRATEGIES`, picked on
+  validation), and "student": a static-embedding student distilled from it over the pool;
+- active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
+  diversity) against "al-random", answers taken from the held-back gold train labels;
+- "label-issues": 10 % of the full train labels flipped at random; the share of flipped rows
+  among the worst-ranked 10 % (flip_recall_top10);
+- the learning curve: "teacher" and "student" at 8, 16, 32, 64 labels per class and all labels
+  (seed 0).
+Writes bench-results/fewshot.json (flat records plus per-scenario summaries) and fewshot.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.metrics import f1_score
+
+from modelfab import paths
+from modelfab.adapt.base import AdaptData
+from modelfab.adapt.select import adapt
+from modelfab.atomic import write_text
+from modelfab.bench.hardware import fingerprint
+from modelfab.bench.suite import facet_spec
+from modelfab.data.scenario import class_indices, materialize
+from modelfab.data.versions import DatasetStore
+from modelfab.labels import active
+from modelfab.labels.quality import flip_recall, label_issues
+from modelfab.pipeline.api import import_data
+from modelfab.pipeline.config import TeacherConfig
+from modelfab.pipeline.teacher import load_teacher
+from modelfab.progress import track_items
+from modelfab.teachers.cache import FeatureCache
+from modelfab.teachers.hf_encoder import encode_in_batches
+
+FACETS = ("interface", "works-with", "use", "field")
+SEEDS = (0, 1, 2)
+SHOTS = 8
+CURVE = (8, 16, 32, 64, None)  # None: every train label
+FEWSHOT_STRATEGIES = ("logreg", "mlp")
+T = TypeVar("T")
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(f1_score(y, pred, average="macro"))
+
+
+@dataclass
+class Facet:
+    """One facet scenario with teacher features: full train (gold), val, test, pool."""
+
+    name: str
+    classes: list[str]
+    texts: dict[str, list[str]]
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]  # train, val, test
+
+    def subset(self, idx: np.ndarray) -> AdaptData:
+        """The labeled rows `idx` as training AND validation data: a few-shot user has no other
+        labels, and SetFit gets no validation set either, so no method here sees one."""
+        texts = [self.texts["train"][i] for i in idx]
+        x, y = self.x["train"][idx], self.y["train"][idx]
+        return AdaptData(texts, x, y, texts, x, y, len(self.classes))
+
+
+def per_class(y: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Indices of up to `n` examples of each class (all when n is None), sorted."""
+    if n is None:
+        return np.arange(len(y))
+    picks = [rng.permutation(np.flatnonzero(y == c))[:n] for c in np.unique(y)]
+    return np.sort(np.concatenate(picks))
+
+
+def load_facet(dataset_id: str, facet: str, seed: int, teacher, cache: FeatureCache) -> Facet:
+    spec = facet_spec(dataset_id, facet).model_copy(update={"seed": seed})
+    data = materialize(spec, DatasetStore(paths.home()).load(dataset_id))
+    texts = {s: getattr(data, s)["text"].tolist() for s in ("train", "val", "test")}
+    texts["pool"] = data.unlabeled["text"].tolist()
+    x = {s: cache.encode(teacher, t, label=f"{facet} {s}")[0] for s, t in texts.items()}
+    y = {
+        s: class_indices(getattr(data, s)["label"], data.classes) for s in ("train", "val", "test")
+    }
+    return Facet(f"debian-{facet}", data.classes, texts, x, y)
+
+
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T, float]:
+    """fn(*args, **kwargs) and its wall time in seconds."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def test_f1_of(adapter, f: Facet, teacher) -> float:
+    """Test macro-F1; adapters that tuned the body re-encode the test texts with it."""
+    x = f.x["test"]
+    encoder = getattr(adapter, "encoder_", None)
+    if encoder is not None:
+        x = encode_in_batches(encoder, teacher.tokenize, f.texts["test"], teacher.dim)
+    return macro_f1(f.y["test"], adapter.logits(x).argmax(1))
+
+
+def setfit_run(model_dir: Path, texts: list[str], y: np.ndarray, seed: int, test: list[str]):
+    """SetFit with its defaults on the same body; returns (test predictions, train wall s)."""
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    model = SetFitModel.from_pretrained(str(model_dir), local_files_only=True)
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(seed=seed, show_progress_bar=False),
+        train_dataset=Dataset.from_dict({"text": texts, "label": [int(v) for v in y]}),
+    )
+    _, wall = timed(trainer.train)
+    return np.asarray(model.predict(test)), wall
+
+
+def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int, vectors: Path) -> float:
+    """A static-embedding student distilled from `adapter` over the labeled rows and the pool."""
+    from modelfab.distill.bag import StaticEmbeddingStudent
+    from modelfab.distill.base import DistillData
+    from modelfab.pipeline.variants import StudentsConfig
+
+    x = np.concatenate([f.x["train"][idx], f.x["pool"]])
+    data = DistillData(
+        texts=[f.texts["train"][i] for i in idx] + f.texts["pool"],
+        hard=np.concatenate([f.y["train"][idx], np.full(len(f.texts["pool"]), -1)]),
+        teacher_logits=adapter.logits(x).astype(np.float32),
+        val_texts=[f.texts["train"][i] for i in idx],  # no labels beyond the labeled rows
+        val_y=f.y["train"][idx],
+        n_classes=len(f.classes),
+        teacher_features=x,
+        teacher_head=adapter.head(),
+    )
+    config = replace(StudentsConfig().static, seed=seed)
+    student = StaticEmbeddingStudent(teacher, config, vectors_cache=vectors).fit(data)
+    return macro_f1(f.y["test"], student.predict_logits(f.texts["test"]).argmax(1))
+
+
+def active_rounds(
+    f: Facet, start: np.ndarray, strategy: str, seed: int, rounds: int = 2
+) -> list[tuple[int, float]]:
+    """(labels per class, test macro-F1 of the head) after each round of +SHOTS per class."""
+    labeled = start.copy()
+    out = []
+    for r in range(rounds):
+        head = adapt(f.subset(labeled), ("logreg",), seed=seed).best
+        rest = np.setdiff1d(np.arange(len(f.y["train"])), labeled)
+        probs = softmax(head.logits(f.x["train"][rest]), axis=1)
+        picks = active.select(
+            probs, f.x["train"][rest], SHOTS * len(f.classes), strategy, seed=seed + r
+        )
+        labeled = np.sort(np.concatenate([labeled, rest[picks]]))
+        final = adapt(f.subset(labeled), ("logreg",), seed=seed).best
+        out.append((SHOTS * (r + 2), macro_f1(f.y["test"], final.logits(f.x["test"]).argmax(1))))
+    return out
+
+
+def flipped_recall(f: Facet, seed: int) -> float:
+    rng = np.random.default_rng(seed)
+    y = f.y["train"].copy()
+    flipped = rng.choice(len(y), len(y) // 10, replace=False)
+    k = len(f.classes)
+    y[flipped] = (y[flipped] + rng.integers(1, k, len(flipped))) % k
+    return flip_recall(label_issues(f.x["train"], y, f.classes, seed=seed), flipped)
+
+
+def run_facet(
+    f: Facet, seed: int, teacher, vectors: Path, methods: tuple[str, ...], curve: bool
+) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    few = per_class(f.y["train"], SHOTS, rng)
+    base = {"scenario": f.name, "seed": seed}
+    records: list[dict] = []
+
+    def add(
+        method: str, f1: float | None, wall: float | None, shots: int | None = SHOTS, **extra
+    ) -> None:
+        records.append(
+            {
+                **base,
+                "labels_per_class": shots if shots is not None else "all",
+                "method": method,
+                "macro_f1": f1,
+                "train_wall_s": wall,
+                **extra,
+            }
+        )
+
+    data = f.subset(few)
+    fitted = {}
+    for name, strategies in (
+        ("head", ("logreg", "mlp")),
+        ("contrastive", ("contrastive",)),
+        ("lora", ("lora",)),
+    ):
+        if name not in methods:
+            continue
+        adaptation, wall = timed(adapt, data, strategies, seed=seed, teacher=teacher)
+        fitted[name] = adaptation.best
+        add(name, test_f1_of(fitted[name], f, teacher), wall)
+    if "setfit" in methods:
+        pred, wall = setfit_run(
+            teacher.model_dir, data.train_texts, data.train_y, seed, f.texts["test"]
+        )
+        add("setfit", macro_f1(f.y["test"], pred), wall)
+
+    shots_list = CURVE if curve else (SHOTS,)
+    for shots in shots_list:
+        idx = few if shots == SHOTS else per_class(f.y["train"], shots, np.random.default_rng(seed))
+        _, encode_s = timed(teacher.encode, [f.texts["train"][k] for k in idx])
+        adaptation, wall = timed(adapt, f.subset(idx), FEWSHOT_STRATEGIES, seed=seed)
+        head = adaptation.best
+        wall += encode_s
+        add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
+        if "student" in methods:
+            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, vectors)
+            add("student", s_f1, s_wall, shots)
+    if "active" in methods:
+        for strategy, method in (
+            ("uncertainty-diversity", "al-uncertainty"),
+            ("random", "al-random"),
+        ):
+            for shots, f1 in active_rounds(f, few, strategy, seed):
+                add(method, f1, None, shots)
+    if "label-issues" in methods:
+        recall, wall = timed(flipped_recall, f, seed)
+        add("label-issues", None, wall, None, flip_recall_top10=recall)
+    return records
+
+
+def _mean(rows: list[dict], method: str, key: str = "macro_f1", shots=SHOTS) -> float | None:
+    """Mean of `key` over the seeds' records of `method` at `shots` labels per class."""
+    vals = [
+        r[key]
+        for r in rows
+        if r["method"] == method and r["labels_per_class"] == shots and r.get(key) is not None
+    ]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per scenario: seed means of each method at 8 labels per class, and the bars."""
+    out: dict[str, dict] = {}
+    for scenario in sorted({r["scenario"] for r in records}):
+        rows = [r for r in records if r["scenario"] == scenario]
+
+        s = {
+            m: {"macro_f1": _mean(rows, m), "train_wall_s": _mean(rows, m, "train_wall_s")}
+            for m in ("head", "contrastive", "lora", "setfit", "teacher", "student")
+        }
+        al_u = _mean(rows, "al-uncertainty", shots=3 * SHOTS)
+        al_r = _mean(rows, "al-random", shots=3 * SHOTS)
+        recall = _mean(rows, "label-issues", "flip_recall_top10", shots="all")
+        t, st, sf = s["teacher"], s["student"], s["setfit"]
+        bars = {
+            "teacher_f1_ge_setfit": _ge(t["macro_f1"], sf["macro_f1"]),
+            "teacher_wall_le_third_of_setfit": _ge(
+                sf["train_wall_s"] / 3 if sf["train_wall_s"] else None, t["train_wall_s"]
+            ),
+            "student_within_1_point_of_teacher": _ge(
+                st["macro_f1"], t["macro_f1"] - 0.01 if t["macro_f1"] is not None else None
+            ),
+            "active_learning_beats_random": _ge(al_u, al_r, strict=True),
+            "flip_recall_top10_ge_0.6": _ge(recall, 0.6),
+        }
+        out[scenario] = {
+            "means_at_8": s,
+            "al_uncertainty_24": al_u,
+            "al_random_24": al_r,
+            "flip_recall_top10": recall,
+            "bars": bars,
+        }
+    return out
+
+
+def _ge(a: float | None, b: float | None, strict: bool = False) -> bool | None:
+    if a is None or b is None:
+        return None
+    return a > b if strict else a >= b
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "# modelfab few-shot bench (means of 3 seeds, 8 labels per class)",
+        "",
+        "| scenario | head | contrastive | lora | setfit | teacher | student | teacher s | "
+        "setfit s | AL 24 | random 24 | flip recall | bars |",
+        "|---|" + "---|" * 12,
+    ]
+
+    def f(v, digits=3):
+        return "" if v is None else f"{v:.{digits}f}"
+
+    for name, s in summary.items():
+        m = s["means_at_8"]
+        bars = s["bars"]
+        passed = sum(1 for v in bars.values() if v)
+        lines.append(
+            f"| {name} | {f(m['head']['macro_f1'])} | {f(m['contrastive']['macro_f1'])} | "
+            f"{f(m['lora']['macro_f1'])} | {f(m['setfit']['macro_f1'])} | "
+            f"{f(m['teacher']['macro_f1'])} | {f(m['student']['macro_f1'])} | "
+            f"{f(m['teacher']['train_wall_s'], 1)} | {f(m['setfit']['train_wall_s'], 1)} | "
+            f"{f(s['al_uncertainty_24'])} | {f(s['al_random_24'])} | "
+            f"{f(s['flip_recall_top10'], 2)} | {passed}/{len(bars)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    out_dir: Path = Path("bench-results"),
+    facets: tuple[str, ...] = FACETS,
+    seeds: tuple[int, ...] = SEEDS,
+    methods: tuple[str, ...] = (
+        "head",
+        "contrastive",
+        "lora",
+        "setfit",
+        "student",
+        "active",
+        "label-issues",
+    ),
+) -> dict:
+    started = time.time()
+    home = paths.home()
+    version = import_data(paths.debian_snapshot(), name="debian-snapshot")
+    teacher, _ = load_teacher(TeacherConfig(), sample=["warm-up"], home=home)
+    cache = FeatureCache(home / "cache" / "features")
+    records: list[dict] = []
+    jobs = [(facet, seed) for facet in facets for seed in seeds]
+    for facet, seed in track_items(jobs, "few-shot scenarios"):
+        f = load_facet(version.id, facet, seed, teacher, cache)
+        records += run_facet(f, seed, teacher, home / "cache" / "static", methods, seed == seeds[0])
+    summary = summarize(records)
+    payload = {
+        "meta": {
+            "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+            "wall_s": round(time.time() - started, 1),
+            "hardware": fingerprint(),
+            "command": "make bench-fewshot",
+            "shots": SHOTS,
+            "seeds": list(seeds),
+        },
+        "summary": summary,
+        "records": records,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "fewshot.json", json.dumps(payload, indent=2, default=str))
+    write_text(out_dir / "fewshot.md", markdown(summary))
+    return payload
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
+    result = run(facets=picked)
+    sys.stdout.write(markdown(result["summary"]))

@@ -1,0 +1,1 @@
+"""Labels beyond the human ones: calibrated teacher labels, label quality, active learning."""
