@@ -254,25 +254,36 @@ def test_bad_bench_row_rolls_back_every_model(scenario, home, tiny_teacher_dir, 
     assert list((home / "artifacts" / "models").iterdir()) == []
 
 
-@pytest.fixture
-def pooled(home, tmp_path):
-    """A scenario with 30 unlabeled rows in its dataset (label null) for the pool."""
-    path = write_dataset(tmp_path / "pooled.jsonl", per_class=30)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for i, row in enumerate(rows[:30]):
-        rows.append({"text": row["text"] + " extra", "label": None, "src": f"pool-{i}"})
+def dataset_rows(path, per_class: int = 30) -> list[dict]:
+    """The tiny labeled rows of write_dataset, as dicts to edit."""
+    return [json.loads(line) for line in write_dataset(path, per_class).read_text().splitlines()]
+
+
+def scenario_of(rows: list[dict], path, name: str, val_frac: float = 0.1, **spec) -> str:
+    """Write `rows`, import them as dataset `name` and define scenario `name` over them."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    version = import_data(path, name="pooled")
+    version = import_data(path, name=name)
+    split = SplitSpec(kind="group", group_field="src", val_frac=val_frac)
     create_scenario(
         ScenarioSpec(
-            name="pooled",
+            name=name,
             dataset=version.name,
             text_fields=["text"],
             label_field="label",
-            split=SplitSpec(kind="group", group_field="src", val_frac=0.25),
-            unlabeled_pool=30,
+            split=split,
+            **spec,
         )
     )
+    return name
+
+
+@pytest.fixture
+def pooled(home, tmp_path):
+    """A scenario with 30 unlabeled rows in its dataset (label null) for the pool."""
+    rows = dataset_rows(tmp_path / "pooled.jsonl")
+    for i, row in enumerate(rows[:30]):
+        rows.append({"text": row["text"] + " extra", "label": None, "src": f"pool-{i}"})
+    scenario_of(rows, tmp_path / "pooled.jsonl", "pooled", val_frac=0.25, unlabeled_pool=30)
     return "pooled"
 
 
@@ -341,22 +352,11 @@ def test_build_can_leave_out_flagged_train_labels(home, tmp_path, tiny_teacher_d
 
     from modelfab.pipeline.config import LabelsConfig
 
-    path = write_dataset(tmp_path / "noisy.jsonl", per_class=30)
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = dataset_rows(tmp_path / "noisy.jsonl")
     for row in rows[::9]:  # a clear mislabel: games text called science and so on
         names = list(WORDS)
         row["label"] = names[(names.index(row["label"]) + 1) % len(names)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    version = import_data(path, name="noisy")
-    create_scenario(
-        ScenarioSpec(
-            name="noisy",
-            dataset=version.name,
-            text_fields=["text"],
-            label_field="label",
-            split=SplitSpec(kind="group", group_field="src"),
-        )
-    )
+    scenario_of(rows, tmp_path / "noisy.jsonl", "noisy")
     config = replace(fast_config(tiny_teacher_dir), labels=LabelsConfig(exclude_label_issues=True))
     card = json.loads((build("noisy", config).bundle / "card.json").read_text())
     screening = card["labels"]["screening"]
