@@ -92,6 +92,11 @@ class ContrastiveAdapter:
         pairs = contrastive_pairs(data.train_y[keep], self.iterations, rng)
         opt = torch.optim.AdamW(params, lr=self.lora_lr if self.lora_rank else self.lr)
         steps = -(-len(pairs) // self.batch_size)
+        # SetFit's schedule: linear warm-up over the first 10 % of steps, then linear decay.
+        warmup = max(1, steps // 10)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: min((k + 1) / warmup, max(0.0, (steps - k) / max(1, steps - warmup)))
+        )
         with track(f"{self.name} adaptation", steps) as advance:
             for start in range(0, len(pairs), self.batch_size):
                 batch = pairs[start : start + self.batch_size]
@@ -103,6 +108,7 @@ class ContrastiveAdapter:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                sched.step()
                 advance(1)
         if peft_model is not None:
             encoder.backbone = peft_model.merge_and_unload()  # type: ignore[attr-defined]
