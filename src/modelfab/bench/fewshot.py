@@ -386,6 +386,7 @@ def run(
             "command": "make bench-fewshot",
             "shots": SHOTS,
             "seeds": list(seeds),
+            "methods": list(methods),
         },
         "summary": summary,
         "records": records,
@@ -401,5 +402,9 @@ if __name__ == "__main__":
     import sys
 
     picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
-    result = run(facets=picked)
+    methods = os.environ.get("FEWSHOT_METHODS")
+    if methods:  # a partial run writes fewshot-partial.json, never the full result
+        result = run(Path("bench-results/partial"), picked, methods=tuple(methods.split(",")))
+    else:
+        result = run(facets=picked)
     sys.stdout.write(markdown(result["summary"]))
