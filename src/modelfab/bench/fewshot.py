@@ -37,12 +37,13 @@ from modelfab.adapt.select import adapt
 from modelfab.atomic import write_text
 from modelfab.bench.hardware import fingerprint
 from modelfab.bench.suite import facet_spec
-from modelfab.data.scenario import class_indices, materialize
+from modelfab.data.scenario import materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.labels import active
 from modelfab.labels.quality import flip_recall, label_issues
 from modelfab.pipeline.api import import_data
 from modelfab.pipeline.config import TeacherConfig
+from modelfab.pipeline.loop import split_features
 from modelfab.pipeline.teacher import load_teacher
 from modelfab.progress import track_items
 from modelfab.teachers.cache import FeatureCache
@@ -90,12 +91,7 @@ def per_class(y: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndar
 def load_facet(dataset_id: str, facet: str, seed: int, teacher, cache: FeatureCache) -> Facet:
     spec = facet_spec(dataset_id, facet).model_copy(update={"seed": seed})
     data = materialize(spec, DatasetStore(paths.home()).load(dataset_id))
-    texts = {s: getattr(data, s)["text"].tolist() for s in ("train", "val", "test")}
-    texts["pool"] = data.unlabeled["text"].tolist()
-    x = {s: cache.encode(teacher, t, label=f"{facet} {s}")[0] for s, t in texts.items()}
-    y = {
-        s: class_indices(getattr(data, s)["label"], data.classes) for s in ("train", "val", "test")
-    }
+    texts, x, y = split_features(data, teacher, cache, facet)
     return Facet(f"debian-{facet}", data.classes, texts, x, y)
 
 

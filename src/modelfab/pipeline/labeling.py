@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modelfab.data.scenario import class_indices
 from modelfab.data.versions import DatasetStore, safe_name
 from modelfab.labels.autolabel import (
     PoolTargets,
@@ -77,7 +78,7 @@ def label_pool(
 ) -> PoolLabels:
     """Calibrate, label the pool, store the label table as a dataset version, and return the
     students' pool targets for the configured mode."""
-    train_classes = np.unique([classes.index(str(c)) for c in train["label"]])
+    train_classes = np.unique(class_indices(train["label"], classes))
     calibration = Calibration.fit(val_logits, val_y, cfg.target_precision, train_classes)
     table = check_table(
         pd.concat(

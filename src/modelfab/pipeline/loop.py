@@ -45,15 +45,23 @@ def view(
 
     home = paths.home()
     spec, data, _ = load_scenario(name, registry or Registry(), home)
+    sample = data.train["text"].tolist()[:16]
+    model, _ = load_teacher(teacher or TeacherConfig(), sample=sample, home=home)
+    _, x, y = split_features(data, model, FeatureCache(home / "cache" / "features"), name)
+    return ScenarioView(spec, data, data.classes, x, y)
+
+
+def split_features(
+    data: ScenarioData, teacher, cache: FeatureCache, label: str
+) -> tuple[dict[str, list[str]], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(texts, cached teacher features, class indices) per split; "pool" has no labels."""
     texts = {s: getattr(data, s)["text"].tolist() for s in ("train", "val", "test")}
     texts["pool"] = data.unlabeled["text"].tolist()
-    model, _ = load_teacher(teacher or TeacherConfig(), sample=texts["train"][:16], home=home)
-    cache = FeatureCache(home / "cache" / "features")
-    x = {s: cache.encode(model, t, label=f"{name} {s}")[0] for s, t in texts.items()}
+    x = {s: cache.encode(teacher, t, label=f"{label} {s}")[0] for s, t in texts.items()}
     y = {
         s: class_indices(getattr(data, s)["label"], data.classes) for s in ("train", "val", "test")
     }
-    return ScenarioView(spec, data, data.classes, x, y)
+    return texts, x, y
 
 
 def _head(v: ScenarioView, seed: int):
