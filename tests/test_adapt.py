@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 
 from modelfab.adapt.base import AdaptData
 from modelfab.adapt.heads import LogisticHead, MLPHead
-from modelfab.adapt.select import adapt
+from modelfab.adapt.select import adapt, resolve
 from modelfab.errors import InputError
 
 DIM = 8
@@ -205,3 +205,23 @@ def test_mlp_keeps_the_best_epoch(data, monkeypatch):
     short.epochs = 2
     short.fit(data)
     np.testing.assert_allclose(long.logits(data.val_x), short.logits(data.val_x), atol=1e-6)
+
+
+def test_auto_tunes_the_body_for_few_labels_per_class_and_fits_heads_otherwise():
+    few, many = np.repeat(np.arange(3), 8), np.repeat(np.arange(3), 40)
+    teacher = object()
+    assert resolve(("auto",), few, teacher) == ("contrastive",)
+    assert resolve(("auto",), many, teacher) == ("logreg", "mlp")
+    assert resolve(("auto",), few, None) == ("logreg", "mlp")  # no body to tune
+    assert resolve(("logreg",), few, teacher) == ("logreg",)  # explicit choices stand
+    with pytest.raises(InputError, match="alone"):
+        resolve(("auto", "mlp"), few, teacher)
+
+
+def test_build_config_takes_auto_alone_and_by_default():
+    from modelfab.pipeline.config import BuildConfig
+
+    assert BuildConfig().adapt == ("auto",)
+    assert BuildConfig(adapt=("auto",), adapt_budget_s=5).adapt_budget_s == 5
+    with pytest.raises(InputError, match="alone"):
+        BuildConfig(adapt=("auto", "mlp"))

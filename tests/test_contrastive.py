@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from modelfab.adapt.base import AdaptData
-from modelfab.adapt.contrastive import ContrastiveAdapter, contrastive_pairs
+from modelfab.adapt.contrastive import ContrastiveAdapter, batches, freeze_lower, pair_loss
 from modelfab.adapt.select import adapt
 from modelfab.errors import InputError
 from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder, encode_in_batches
@@ -15,14 +17,36 @@ from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder, encode_in
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_pairs_have_one_positive_and_one_negative_per_example_and_iteration():
-    y = np.array([0, 0, 1, 1, 2])  # class 2 has a single example: no positive partner
-    pairs = contrastive_pairs(y, iterations=3, rng=np.random.default_rng(0))
-    pos = [(i, j) for i, j, t in pairs if t == 1.0]
-    neg = [(i, j) for i, j, t in pairs if t == 0.0]
-    assert len(pos) == 3 * 4 and len(neg) == 3 * 5
-    assert all(y[i] == y[j] and i != j for i, j in pos)
-    assert all(y[i] != y[j] for i, j in neg)
+def test_pair_loss_weights_same_and_different_class_pairs_equally():
+    y = torch.tensor([0, 0, 1, 2, 3])
+    # Perfect embeddings: same class identical, different classes orthogonal -> zero loss.
+    perfect = torch.tensor([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    assert pair_loss(perfect, y).item() == pytest.approx(0.0, abs=1e-6)
+    # All five texts identical: the 1 same-class pair is right, the 9 others all wrong (cos 1
+    # instead of 0). Balanced: 0 + 1; an unbalanced mean would give 18/20.
+    same = torch.ones(5, 4)
+    assert pair_loss(same, y).item() == pytest.approx(1.0)
+    # Only one class in the batch: the different-class term is absent, not a division by zero.
+    assert pair_loss(same[:2], y[:2]).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_batches_cover_every_example_once_per_epoch_and_never_hold_one_text():
+    y = np.arange(10)
+    out = batches(y, batch_size=3, steps=6, rng=np.random.default_rng(0))
+    assert len(out) == 6
+    first_epoch = out[:3]  # 3 + 3 + 4: the lone last example joins the batch before it
+    assert [len(b) for b in first_epoch] == [3, 3, 4]
+    assert sorted(np.concatenate(first_epoch).tolist()) == list(range(10))
+    assert all(len(b) >= 2 for b in out)
+
+
+def test_steps_are_epochs_of_batches_capped_by_max_steps():
+    adapter = ContrastiveAdapter(None, epochs=10, batch_size=32, max_steps=300)
+    assert adapter.steps_for(32) == 10
+    assert adapter.steps_for(120) == 40  # 4 batches per epoch
+    assert adapter.steps_for(33) == 10  # the 33rd example joins the first batch: 1 per epoch
+    assert adapter.steps_for(34) == 20
+    assert adapter.steps_for(10_000) == 300
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +84,7 @@ def test_contrastive_training_pulls_classes_apart(setup, rank):
     before = separation(teacher.module, teacher, data.val_texts, data.val_y)
     original = {k: v.clone() for k, v in teacher.module.state_dict().items()}
     adapter = ContrastiveAdapter(
-        teacher, iterations=4, batch_size=8, lr=1e-3, lora_rank=rank, lora_lr=1e-2
+        teacher, epochs=8, batch_size=8, lr=1e-3, lora_rank=rank, lora_lr=1e-2
     ).fit(data)
     after = separation(adapter.encoder_, teacher, data.val_texts, data.val_y)
     assert after > before + 0.05  # held-out texts: the tuned body separates the classes more
@@ -80,7 +104,7 @@ def test_contrastive_training_pulls_classes_apart(setup, rank):
 
 def test_lora_trains_only_adapters(setup):
     teacher, data = setup
-    adapter = ContrastiveAdapter(teacher, iterations=1, lora_rank=2)
+    adapter = ContrastiveAdapter(teacher, epochs=1, lora_rank=2)
     _, params, peft_model = adapter._trainable_encoder()
     total = sum(p.numel() for p in teacher.module.parameters())
     assert peft_model is not None and 0 < sum(p.numel() for p in params) < total / 10
@@ -91,5 +115,39 @@ def test_strategies_that_tune_the_body_need_the_teacher(setup):
     for name in ("contrastive", "lora"):
         with pytest.raises(InputError, match=f"the {name} strategy needs a teacher"):
             adapt(data, strategies=(name,), teacher=None)
-    with pytest.raises(InputError, match="iterations"):
-        ContrastiveAdapter(None, iterations=0)
+    with pytest.raises(InputError, match="epochs"):
+        ContrastiveAdapter(None, epochs=0)
+    with pytest.raises(InputError, match="LoRA freezes"):
+        ContrastiveAdapter(None, lora_rank=4, freeze_layers=2)
+    with pytest.raises(InputError, match="freezes every layer"):
+        ContrastiveAdapter(setup[0], freeze_layers=setup[0].n_layers).fit(data)
+    one_class = AdaptData(
+        data.train_texts[:2],
+        data.train_x[:2],
+        np.zeros(2, dtype=int),
+        data.val_texts,
+        data.val_x,
+        data.val_y,
+        data.n_classes,
+    )
+    with pytest.raises(InputError, match="at least 2 classes"):
+        ContrastiveAdapter(setup[0]).fit(one_class)
+
+
+def test_freezing_lower_layers_trains_only_the_upper_ones_and_unfreezes_the_result(setup):
+    teacher, data = setup
+    encoder = copy.deepcopy(teacher.module)
+    freeze_lower(encoder, 1)
+    frozen = {n for n, p in encoder.named_parameters() if not p.requires_grad}
+    assert frozen and all("embeddings" in n or ".layer.0." in n for n in frozen)
+    assert any(".layer.1." in n for n, p in encoder.named_parameters() if p.requires_grad)
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    adapter = ContrastiveAdapter(teacher, epochs=2, batch_size=8, lr=1e-3, freeze_layers=1)
+    adapter.fit(data)
+    after = adapter.encoder_.state_dict()
+    for k in before:
+        moved = not torch.equal(before[k], after[k])
+        if "embeddings" in k or ".layer.0." in k:
+            assert not moved, k
+    assert any(not torch.equal(before[k], after[k]) for k in before if ".layer.1." in k)
+    assert all(p.requires_grad for p in adapter.encoder_.parameters())

@@ -80,6 +80,30 @@ def test_facet_label_keeps_only_single_tag_rows():
     assert got.to_dict() == {0: "x11", 1: "x11", 4: "text", 5: "text", 6: "x11", 7: "text"}
 
 
+def test_one_vs_rest_label_is_the_class_or_rest_for_values_and_tag_lists():
+    data = materialize(
+        spec(derived_label={"kind": "one-vs-rest", "field": "section", "positive": "games"}),
+        frame(),
+    )
+    assert data.classes == ["games", "rest"]
+    rows = all_rows(data).set_index("row_id")["label"]
+    assert (rows[rows.index < 30] == "games").all() and (rows[rows.index >= 30] == "rest").all()
+    df = pd.DataFrame(
+        {
+            "summary": [f"s{i}" for i in range(6)],
+            "tags": [["a", "x11"], ["x11"], ["b"], "x11, c", "c", None],
+        }
+    )
+    label = {"kind": "one-vs-rest", "field": "tags", "positive": "x11", "rest": "other"}
+    data = materialize(
+        spec(text_fields=["summary"], derived_label=label, split={"val_frac": 0.01}), df
+    )
+    got = all_rows(data).set_index("row_id")["label"].sort_index().to_dict()
+    assert got == {0: "x11", 1: "x11", 2: "other", 3: "x11", 4: "other"}  # row 5: no tags
+    with pytest.raises(ValueError, match="must differ"):
+        spec(derived_label={"kind": "one-vs-rest", "field": "s", "positive": "rest"})
+
+
 def test_group_split_keeps_groups_whole_and_is_deterministic():
     s = spec(split={"kind": "group", "group_field": "source"}, seed=3)
     data = materialize(s, frame())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelfab.bench.fewshot import SHOTS, markdown, per_class, summarize
+from modelfab.bench.fewshot import SHOTS, markdown, merge, per_class, summarize
 
 
 def test_per_class_takes_n_of_each_class_or_everything():
@@ -57,3 +57,40 @@ def test_missing_methods_leave_their_bars_undecided():
     s = summarize([rec("teacher", 0.7, 1.0)])["s"]
     assert s["bars"]["teacher_f1_ge_setfit"] is None
     assert s["bars"]["active_learning_beats_random"] is None
+
+
+def test_merge_replaces_the_rerun_scenarios_and_keeps_the_others():
+    a, b = {"scenario": "a"}, {"scenario": "b"}
+    first = merge(None, [rec("teacher", 0.5) | a, rec("teacher", 0.6) | b], {"started_at": "t1"})
+    second = merge(first, [rec("teacher", 0.9) | b], {"started_at": "t2"})
+    assert {r["scenario"]: (r["macro_f1"], r["run"]) for r in second["records"]} == {
+        "a": (0.5, "t1"),
+        "b": (0.9, "t2"),
+    }
+    assert second["summary"]["b"]["means_at_8"]["teacher"]["macro_f1"] == 0.9
+    assert [m["started_at"] for m in second["meta"]["runs"]] == ["t1", "t2"]
+    # Once every record of the first run is replaced, it is no longer listed.
+    third = merge(second, [rec("teacher", 0.7) | a], {"started_at": "t3"})
+    assert [m["started_at"] for m in third["meta"]["runs"]] == ["t2", "t3"]
+
+
+def test_merge_replaces_only_the_methods_a_run_measured():
+    a = {"scenario": "a"}
+    first = merge(None, [rec("head", 0.5) | a, rec("setfit", 0.6) | a], {"started_at": "t1"})
+    second = merge(first, [rec("setfit", 0.7) | a], {"started_at": "t2"})
+    got = {r["method"]: (r["macro_f1"], r["run"]) for r in second["records"]}
+    assert got == {"head": (0.5, "t1"), "setfit": (0.7, "t2")}
+
+
+def test_merge_adopts_a_file_written_before_runs_were_tracked():
+    old = {
+        "meta": {"started_at": "t0", "hardware": {"cpu": "x"}, "command": "make bench-fewshot"},
+        "records": [rec("head", 0.5) | {"scenario": "a"}],
+    }
+    new = merge(old, [rec("head", 0.6) | {"scenario": "b"}], {"started_at": "t1"})
+    assert {r["scenario"]: r["run"] for r in new["records"]} == {"a": "t0", "b": "t1"}
+    assert new["meta"]["runs"][0] == {
+        "started_at": "t0",
+        "hardware": {"cpu": "x"},
+        "scenarios": ["a"],
+    }

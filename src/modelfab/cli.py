@@ -36,6 +36,8 @@ labels_app = typer.Typer(
     help="Suspect labels, the next examples to label, and answers back in.", no_args_is_help=True
 )
 app.add_typer(labels_app, name="labels")
+recipe_app = typer.Typer(help="Recipes: many scenarios in one YAML file.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
 
 # Wide when piped, so tables and paths are not cut for scripts and logs.
 out = Console() if sys.stdout.isatty() else Console(width=200, soft_wrap=True)
@@ -177,8 +179,12 @@ def build(
     max_length: Annotated[int, typer.Option(help="tokens the teacher reads")] = 64,
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16")] = "auto",
     adapt: Annotated[
-        str, typer.Option(help="adaptation strategies, comma-separated")
-    ] = "logreg,mlp",
+        str,
+        typer.Option(
+            help="adaptation strategies, comma-separated (logreg, mlp, contrastive, lora, "
+            "finetune), or auto: contrastive for <= 16 labels per class, else logreg,mlp"
+        ),
+    ] = "auto",
     families: Annotated[
         str, typer.Option(help="student families: transformer,static-embedding,hashed-ngram")
     ] = "transformer,static-embedding,hashed-ngram",
@@ -221,41 +227,63 @@ def build(
     ] = False,
 ) -> None:
     """Build the adapted teacher and candidate students, benchmark them, pick one for the budget."""
-    from modelfab.bench.choose import Budget
-    from modelfab.distill.transformer import TransformerStudentConfig
+    from modelfab.factory.options import BuildOptions
     from modelfab.pipeline.build import build as run_build
-    from modelfab.pipeline.config import BenchConfig, BuildConfig, LabelsConfig, TeacherConfig
-    from modelfab.pipeline.variants import StudentsConfig
     from modelfab.report.render import rich_table
 
-    students = StudentsConfig(families=tuple(_csv(families) or ()))
-    if not compress:
-        students = StudentsConfig(
-            families=students.families,
-            compress=None,
-            quantizations=("dynamic-int8",),
-            optimizations=(),
-        )
-    config = BuildConfig(
-        teacher=TeacherConfig(path=teacher, max_length=max_length, precision=precision),
-        adapt=tuple(_csv(adapt) or ()),
-        adapt_budget_s=budget_s,
-        student=TransformerStudentConfig(
-            layers=layers, epochs=epochs, max_length=student_max_length
-        ),
-        students=students,
-        bench=BenchConfig(enabled=bench),
-        budget=Budget(max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, min_f1=min_f1),
-        labels=LabelsConfig(
-            pool_labels=pool_labels,
-            target_precision=target_precision,
-            exclude_label_issues=exclude_label_issues,
-        ),
+    options = BuildOptions.parse(
+        {
+            "teacher": teacher,
+            "max_length": max_length,
+            "precision": precision,
+            "adapt": _csv(adapt) or [],
+            "budget_s": budget_s,
+            "families": _csv(families) or [],
+            "layers": layers,
+            "student_max_length": student_max_length,
+            "epochs": epochs,
+            "compress": compress,
+            "max_latency_ms": max_latency_ms,
+            "max_size_mb": max_size_mb,
+            "min_f1": min_f1,
+            "bench": bench,
+            "pool_labels": pool_labels,
+            "target_precision": target_precision,
+            "exclude_label_issues": exclude_label_issues,
+        }
     )
+    config = options.to_config()
     result = run_build(scenario, config)
     out.print(rich_table(result.records))
     out.print(f"chosen: {result.choice.get('chosen_variant')}: {result.choice.get('reason')}")
     out.print(f"bundle: {result.bundle}", soft_wrap=True)
+
+
+@recipe_app.command("check")
+def recipe_check(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")]) -> None:
+    """Validate a recipe and list the scenarios it expands into; builds nothing."""
+    from modelfab.factory.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    table = Table("scenario", "label", "from", "labels/class", "pool", "students")
+    for p in loaded.scenarios:
+        s = p.spec
+        label = s.label_field or "{kind} {target}".format(
+            kind=s.derived_label.kind,  # type: ignore[union-attr]
+            target=getattr(s.derived_label, "facet", None)
+            or getattr(s.derived_label, "positive", ""),
+        )
+        table.add_row(
+            s.name,
+            label,
+            p.origin,
+            str(s.labels_per_class or "all"),
+            str(s.unlabeled_pool),
+            ",".join(p.options.families),
+        )
+    out.print(table)
+    sources = ", ".join(f"{d.name} ({loaded.data_path(d)})" for d in loaded.recipe.data)
+    out.print(f"{loaded.recipe.name}: {len(loaded.scenarios)} scenarios; data: {sources or '-'}")
 
 
 @models_app.command("list")

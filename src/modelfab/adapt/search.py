@@ -16,7 +16,7 @@ from typing import Any
 from modelfab.adapt.base import AdaptData, Adapter
 from modelfab.adapt.contrastive import ContrastiveAdapter
 from modelfab.adapt.heads import LogisticHead, MLPHead
-from modelfab.adapt.select import NEEDS_TEACHER, STRATEGIES, Adaptation
+from modelfab.adapt.select import NEEDS_TEACHER, STRATEGIES, Adaptation, resolve
 from modelfab.errors import InputError
 
 SEARCHABLE = ("logreg", "mlp", "contrastive", "lora")
@@ -35,14 +35,14 @@ def _suggest(trial: Any, strategy: str, teacher, seed: int, report) -> Adapter:
             on_epoch=report,
         )
     if strategy in ("contrastive", "lora"):
-        iterations = trial.suggest_int("iterations", 1, 8)
+        epochs = trial.suggest_int("epochs", 5, 60, log=True)
         if strategy == "lora":
             lora_lr = trial.suggest_float("lora_lr", 1e-4, 1e-2, log=True)
             return ContrastiveAdapter(
-                teacher, iterations=iterations, lora_rank=8, lora_lr=lora_lr, seed=seed
+                teacher, epochs=epochs, lora_rank=8, lora_lr=lora_lr, seed=seed
             )
         body_lr = trial.suggest_float("body_lr", 5e-6, 1e-4, log=True)
-        return ContrastiveAdapter(teacher, iterations=iterations, lr=body_lr, seed=seed)
+        return ContrastiveAdapter(teacher, epochs=epochs, lr=body_lr, seed=seed)
     raise InputError(f"no search space for adaptation strategy {strategy!r}")
 
 
@@ -59,6 +59,7 @@ def search(
 
     if not budget_s > 0 or not math.isfinite(budget_s):
         raise InputError(f"the search budget must be a positive number of seconds, not {budget_s}")
+    strategies = resolve(strategies, data.train_y, teacher)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")

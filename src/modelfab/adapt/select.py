@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from modelfab.adapt.base import AdaptData, Adapter
 from modelfab.adapt.contrastive import ContrastiveAdapter
 from modelfab.adapt.finetune import FineTuneAdapter
@@ -21,6 +23,23 @@ STRATEGIES: dict[str, Callable[[Any, int], Adapter]] = {
     "lora": lambda teacher, seed: ContrastiveAdapter(teacher, lora_rank=8, seed=seed),
 }
 NEEDS_TEACHER = ("finetune", "contrastive", "lora")  # these train the teacher body
+AUTO = "auto"
+# "auto" tunes the body when the median class has at most this many labeled examples: below it a
+# head on frozen features is far behind contrastive tuning, above it the gap closes and the
+# heads cost seconds instead of minutes (bench-results/fewshot.json, the learning curve).
+FEW_SHOT_MAX = 16
+
+
+def resolve(strategies: tuple[str, ...], y, teacher=None) -> tuple[str, ...]:
+    """The strategies to fit: ("auto",) becomes ("contrastive",) for few labels per class and a
+    teacher to tune, else the frozen-feature heads ("logreg", "mlp")."""
+    if AUTO not in strategies:
+        return strategies
+    if strategies != (AUTO,):
+        raise InputError(f"'{AUTO}' picks the strategies itself; give it alone, not {strategies}")
+    counts = np.bincount(np.asarray(y, dtype=int))
+    few = len(counts) > 0 and float(np.median(counts[counts > 0])) <= FEW_SHOT_MAX
+    return ("contrastive",) if few and teacher is not None else ("logreg", "mlp")
 
 
 @dataclass
@@ -36,7 +55,9 @@ def adapt(
     seed: int = 0,
     teacher=None,
 ) -> Adaptation:
-    """Fit each strategy; the NEEDS_TEACHER ones need `teacher` (the HFTextEncoder to tune)."""
+    """Fit each strategy; the NEEDS_TEACHER ones need `teacher` (the HFTextEncoder to tune).
+    `("auto",)` picks them from the number of labels per class (see `resolve`)."""
+    strategies = resolve(strategies, data.train_y, teacher)
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown or not strategies:
         raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")

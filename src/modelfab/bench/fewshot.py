@@ -6,15 +6,18 @@ used, the labeled examples double as the validation data where a method wants on
 teacher's wall time includes encoding its labeled texts (SetFit's includes it too).
 - adaptation with 8 labels per class: modelfab's strategies ("head", "contrastive", "lora")
   and SetFit (same MiniLM body, same examples, run here), each with its training wall time;
-- "teacher": what modelfab's default few-shot adaptation keeps (`FEWSHOT_STRATEGIES`, picked on
-  validation), and "student": a static-embedding student distilled from it over the pool;
+- "teacher": what a build's default adaptation ("auto") keeps: contrastive body tuning at 8 and
+  16 labels per class (the "contrastive" fit itself at 8), frozen-feature heads above; and
+  "student": a static-embedding student distilled from it over the pool;
 - active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
   diversity) against "al-random", answers taken from the held-back gold train labels;
 - "label-issues": 10 % of the full train labels flipped at random; the share of flipped rows
   among the worst-ranked 10 % (flip_recall_top10);
 - the learning curve: "teacher" and "student" at 8, 16, 32, 64 labels per class and all labels
   (seed 0).
-Writes bench-results/fewshot.json (flat records plus per-scenario summaries) and fewshot.md.
+Writes bench-results/fewshot.json (flat records plus per-scenario summaries) and fewshot.md after
+each facet; `FEWSHOT_FACETS=use make bench-fewshot` re-measures one facet and keeps the others'.
+"lora" runs when named in FEWSHOT_METHODS (it costs what "contrastive" costs).
 """
 
 from __future__ import annotations
@@ -33,16 +36,17 @@ from sklearn.metrics import f1_score
 
 from modelfab import paths
 from modelfab.adapt.base import AdaptData
-from modelfab.adapt.select import adapt
+from modelfab.adapt.select import adapt, resolve
 from modelfab.atomic import write_text
 from modelfab.bench.hardware import fingerprint
 from modelfab.bench.suite import facet_spec
 from modelfab.data.scenario import materialize
 from modelfab.data.versions import DatasetStore
+from modelfab.errors import InputError
 from modelfab.labels import active
 from modelfab.labels.quality import flip_recall, label_issues
 from modelfab.pipeline.api import import_data
-from modelfab.pipeline.config import TeacherConfig
+from modelfab.pipeline.config import BuildConfig, TeacherConfig
 from modelfab.pipeline.loop import split_features
 from modelfab.pipeline.teacher import load_teacher
 from modelfab.progress import track_items
@@ -53,7 +57,7 @@ FACETS = ("interface", "works-with", "use", "field")
 SEEDS = (0, 1, 2)
 SHOTS = 8
 CURVE = (8, 16, 32, 64, None)  # None: every train label
-FEWSHOT_STRATEGIES = ("logreg", "mlp")
+DEFAULT = BuildConfig().adapt  # the teacher a build adapts by default ("auto")
 SETFIT_ITERATIONS = 20
 T = TypeVar("T")
 
@@ -126,6 +130,9 @@ def setfit_run(
     at the teacher's input length: SetFit's own default (256 tokens, every pair oversampled)
     takes over an hour per 15-class scenario on 2 cores, and reading the same 64 tokens as
     modelfab's teacher keeps the comparison about the method, not the input.
+    SetFit's `max_length` argument only reaches its head phase (huggingface/setfit#561), so the
+    body's `max_seq_length` is set too: body training, head training and prediction all read
+    `max_length` tokens.
     """
     import tempfile
 
@@ -133,6 +140,7 @@ def setfit_run(
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     model = SetFitModel.from_pretrained(str(model_dir), local_files_only=True)
+    model.model_body.max_seq_length = max_length
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
@@ -153,14 +161,28 @@ def setfit_run(
 
 
 def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int, vectors: Path) -> float:
-    """A static-embedding student distilled from `adapter` over the labeled rows and the pool."""
+    """A static-embedding student distilled from `adapter` over the labeled rows and the pool.
+
+    An adapter that tuned the body labels with its own features, and the student starts from
+    that body's token vectors, as in a build (`pipeline.build`)."""
+    import copy
+
     from modelfab.distill.bag import StaticEmbeddingStudent
     from modelfab.distill.base import DistillData
     from modelfab.pipeline.variants import StudentsConfig
 
-    x = np.concatenate([f.x["train"][idx], f.x["pool"]])
+    texts = [f.texts["train"][i] for i in idx] + f.texts["pool"]
+    encoder = getattr(adapter, "encoder_", None)
+    student_teacher, vectors_cache = teacher, vectors
+    if encoder is None:
+        x = np.concatenate([f.x["train"][idx], f.x["pool"]])
+    else:
+        x = adapter.encode(texts)
+        student_teacher = copy.copy(teacher)
+        student_teacher.module = encoder
+        vectors_cache = None
     data = DistillData(
-        texts=[f.texts["train"][i] for i in idx] + f.texts["pool"],
+        texts=texts,
         hard=np.concatenate([f.y["train"][idx], np.full(len(f.texts["pool"]), -1)]),
         teacher_logits=adapter.logits(x).astype(np.float32),
         val_texts=[f.texts["train"][i] for i in idx],  # no labels beyond the labeled rows
@@ -170,7 +192,8 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int, vectors: 
         teacher_head=adapter.head(),
     )
     config = replace(StudentsConfig().static, seed=seed)
-    student = StaticEmbeddingStudent(teacher, config, vectors_cache=vectors).fit(data)
+    student = StaticEmbeddingStudent(student_teacher, config, vectors_cache=vectors_cache)
+    student.fit(data)
     return macro_f1(f.y["test"], student.predict_logits(f.texts["test"]).argmax(1))
 
 
@@ -225,7 +248,7 @@ def run_facet(
         )
 
     data = f.subset(few)
-    fitted = {}
+    fitted, walls = {}, {}
     for name, strategies in (
         ("head", ("logreg", "mlp")),
         ("contrastive", ("contrastive",)),
@@ -234,7 +257,7 @@ def run_facet(
         if name not in methods:
             continue
         adaptation, wall = timed(adapt, data, strategies, seed=seed, teacher=teacher)
-        fitted[name] = adaptation.best
+        fitted[name], walls[name] = adaptation.best, wall
         add(name, test_f1_of(fitted[name], f, teacher), wall)
     if "setfit" in methods:
         pred, wall = setfit_run(
@@ -245,15 +268,20 @@ def run_facet(
             f.texts["test"],
             max_length=teacher.config.max_length,
         )
-        add("setfit", macro_f1(f.y["test"], pred), wall)
+        add("setfit", macro_f1(f.y["test"], pred), wall, max_length=teacher.config.max_length)
 
     shots_list = CURVE if curve else (SHOTS,)
     for shots in shots_list:
         idx = few if shots == SHOTS else per_class(f.y["train"], shots, np.random.default_rng(seed))
-        _, encode_s = timed(teacher.encode, [f.texts["train"][k] for k in idx])
-        adaptation, wall = timed(adapt, f.subset(idx), FEWSHOT_STRATEGIES, seed=seed)
-        head = adaptation.best
-        wall += encode_s
+        strategies = resolve(DEFAULT, f.y["train"][idx], teacher)
+        if shots == SHOTS and len(strategies) == 1 and strategies[0] in fitted:
+            head, wall = fitted[strategies[0]], walls[strategies[0]]  # the same fit, reused
+        else:
+            adaptation, wall = timed(adapt, f.subset(idx), DEFAULT, seed=seed, teacher=teacher)
+            head = adaptation.best
+        if getattr(head, "encoder_", None) is None:  # heads need the teacher's features first
+            _, encode_s = timed(teacher.encode, [f.texts["train"][k] for k in idx])
+            wall += encode_s
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
             s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, vectors)
@@ -349,47 +377,79 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHODS = ("head", "contrastive", "setfit", "student", "active", "label-issues")
+
+
+def merge(previous: dict | None, records: list[dict], run_meta: dict) -> dict:
+    """The results file after one run: its (scenario, method) records replace those in
+    `previous`, every other record stays (facets and methods can be measured one run at a
+    time), and the summary is redone. Every record names its run (`run`: the run's started_at);
+    runs that no record names any more are dropped from the meta."""
+    previous = _with_runs(previous or {})
+    ran = {(r["scenario"], r["method"]) for r in records}
+    kept = [r for r in previous.get("records", []) if (r["scenario"], r["method"]) not in ran]
+    merged = kept + [{**r, "run": run_meta["started_at"]} for r in records]
+    sources = {r.get("run") for r in merged}
+    old_runs = previous.get("meta", {}).get("runs", [])
+    return {
+        "meta": {
+            "command": "make bench-fewshot",
+            "shots": SHOTS,
+            "runs": [m for m in [*old_runs, run_meta] if m["started_at"] in sources],
+        },
+        "summary": summarize(merged),
+        "records": merged,
+    }
+
+
+def _with_runs(payload: dict) -> dict:
+    """A results file written before runs were tracked: its one meta becomes a run, and its
+    records are tagged with it."""
+    meta = payload.get("meta", {})
+    if "runs" in meta or "started_at" not in meta:
+        return payload
+    run = {k: v for k, v in meta.items() if k not in ("command", "shots")}
+    run["scenarios"] = sorted({r["scenario"] for r in payload.get("records", [])})
+    records = [{**r, "run": meta["started_at"]} for r in payload.get("records", [])]
+    return {**payload, "meta": {"runs": [run]}, "records": records}
+
+
 def run(
     out_dir: Path = Path("bench-results"),
     facets: tuple[str, ...] = FACETS,
     seeds: tuple[int, ...] = SEEDS,
-    methods: tuple[str, ...] = (
-        "head",
-        "contrastive",
-        "lora",
-        "setfit",
-        "student",
-        "active",
-        "label-issues",
-    ),
+    methods: tuple[str, ...] = METHODS,
 ) -> dict:
-    started = time.time()
+    """Measure `facets`; each facet's records go into out_dir/fewshot.json as soon as its seeds
+    are done, replacing that facet's earlier records (a killed run keeps the finished facets)."""
+    unknown = [f for f in facets if f not in FACETS]
+    if not facets or unknown:
+        raise InputError(f"few-shot facets must be some of {', '.join(FACETS)}; got {unknown}")
     home = paths.home()
     version = import_data(paths.debian_snapshot(), name="debian-snapshot")
     teacher, _ = load_teacher(TeacherConfig(), sample=["warm-up"], home=home)
     cache = FeatureCache(home / "cache" / "features")
-    records: list[dict] = []
-    jobs = [(facet, seed) for facet in facets for seed in seeds]
-    for facet, seed in track_items(jobs, "few-shot scenarios"):
-        f = load_facet(version.id, facet, seed, teacher, cache)
-        records += run_facet(f, seed, teacher, home / "cache" / "static", methods, seed == seeds[0])
-    summary = summarize(records)
-    payload = {
-        "meta": {
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "fewshot.json"
+    payload: dict = json.loads(path.read_text()) if path.is_file() else {}
+    for facet in track_items(list(facets), "few-shot facets"):
+        started = time.time()
+        records: list[dict] = []
+        for seed in seeds:
+            f = load_facet(version.id, facet, seed, teacher, cache)
+            vectors = home / "cache" / "static"
+            records += run_facet(f, seed, teacher, vectors, methods, seed == seeds[0])
+        run_meta = {
+            "scenarios": sorted({r["scenario"] for r in records}),
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
             "wall_s": round(time.time() - started, 1),
             "hardware": fingerprint(),
-            "command": "make bench-fewshot",
-            "shots": SHOTS,
             "seeds": list(seeds),
             "methods": list(methods),
-        },
-        "summary": summary,
-        "records": records,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "fewshot.json", json.dumps(payload, indent=2, default=str))
-    write_text(out_dir / "fewshot.md", markdown(summary))
+        }
+        payload = merge(payload, records, run_meta)
+        write_text(path, json.dumps(payload, indent=2, default=str))
+        write_text(out_dir / "fewshot.md", markdown(payload["summary"]))
     return payload
 
 
@@ -399,7 +459,7 @@ if __name__ == "__main__":
 
     picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
     methods = os.environ.get("FEWSHOT_METHODS")
-    if methods:  # a partial run writes fewshot-partial.json, never the full result
+    if methods:  # a run of some methods writes bench-results/partial/, never the full result
         result = run(Path("bench-results/partial"), picked, methods=tuple(methods.split(",")))
     else:
         result = run(facets=picked)

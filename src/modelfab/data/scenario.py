@@ -28,6 +28,23 @@ class DerivedLabel(BaseModel):
     facet: str
 
 
+class OneVsRestLabel(BaseModel):
+    """The label is `positive` where the field's value is (or, for a tag list, contains)
+    `positive`, else "rest": one binary scenario per class of a multi-class field."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["one-vs-rest"]
+    field: str
+    positive: str = Field(min_length=1)
+    rest: str = "rest"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OneVsRestLabel:
+        if self.positive == self.rest:
+            raise ValueError(f"positive and rest must differ, both are {self.rest!r}")
+        return self
+
+
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_class_count: int = Field(default=1, ge=1)
@@ -59,7 +76,7 @@ class ScenarioSpec(BaseModel):
     dataset: str
     text_fields: list[str] = Field(min_length=1)
     label_field: str | None = None
-    derived_label: DerivedLabel | None = None
+    derived_label: DerivedLabel | OneVsRestLabel | None = None
     filters: Filters = Field(default_factory=lambda: Filters())
     split: SplitSpec = Field(default_factory=lambda: SplitSpec())
     seed: int = 0
@@ -139,6 +156,21 @@ def _facet_label(value: object, facet: str) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def _one_vs_rest(value: object, spec: OneVsRestLabel) -> str | None:
+    """`spec.positive` where `value` is it (or a tag list holds it), `spec.rest` otherwise, and
+    None where the field is empty (no label to compare)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        tags = [str(t).strip() for t in value]
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        tags = [t.strip() for t in text.split(",")] if "," in text else [text]
+    return spec.positive if spec.positive in tags else spec.rest
+
+
 def _as_text(series: pd.Series) -> pd.Series:
     return series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
 
@@ -149,9 +181,11 @@ def _rows(spec: ScenarioSpec, df: pd.DataFrame) -> pd.DataFrame:
     text = [
         "\n".join(p for p in row if p)[: spec.max_text_chars] for row in zip(*parts, strict=True)
     ]
-    if spec.derived_label is not None:
-        facet = spec.derived_label.facet
-        label = [_facet_label(v, facet) for v in df[spec.derived_label.field]]
+    derived = spec.derived_label
+    if isinstance(derived, DerivedLabel):
+        label = [_facet_label(v, derived.facet) for v in df[derived.field]]
+    elif isinstance(derived, OneVsRestLabel):
+        label = [_one_vs_rest(v, derived) for v in df[derived.field]]
     else:
         label = [s or None for s in _as_text(df[spec.label_field]).str.strip()]
     row_id = np.arange(len(df))

@@ -55,7 +55,8 @@ class LabelsConfig:
 @dataclass
 class BuildConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    adapt: tuple[str, ...] = ("logreg", "mlp")
+    # "auto": contrastive body tuning for few labels per class, frozen-feature heads otherwise.
+    adapt: tuple[str, ...] = ("auto",)
     adapt_budget_s: float | None = None  # set: Optuna searches the strategies for this long
     student: TransformerStudentConfig = field(default_factory=TransformerStudentConfig)
     students: StudentsConfig = field(default_factory=StudentsConfig)
@@ -64,7 +65,7 @@ class BuildConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
 
     def __post_init__(self) -> None:
-        from modelfab.adapt.select import STRATEGIES
+        from modelfab.adapt.select import AUTO, STRATEGIES
 
         if self.budget.max_latency_ms is not None and not self.bench.enabled:
             raise InputError("a latency budget needs the benchmark: drop --no-bench")
@@ -75,14 +76,18 @@ class BuildConfig:
                 raise InputError(
                     f"the adaptation budget must be > 0 seconds, not {self.adapt_budget_s}"
                 )
-            fixed = [a for a in self.adapt if a not in SEARCHABLE]
+            fixed = [a for a in self.adapt if a not in (*SEARCHABLE, AUTO)]
             if fixed:
                 raise InputError(
                     f"--budget-s searches {list(SEARCHABLE)}; {fixed} have no search space"
                 )
-        unknown = [a for a in self.adapt if a not in STRATEGIES]
+        unknown = [a for a in self.adapt if a not in STRATEGIES and a != AUTO]
         if unknown or not self.adapt:
-            raise InputError(f"unknown adaptation strategy {unknown}; known: {sorted(STRATEGIES)}")
+            raise InputError(
+                f"unknown adaptation strategy {unknown}; known: {AUTO}, {', '.join(STRATEGIES)}"
+            )
+        if AUTO in self.adapt and len(self.adapt) > 1:
+            raise InputError(f"'{AUTO}' picks the strategies itself; give it alone")
 
     def to_dict(self) -> dict:
         return asdict(self)

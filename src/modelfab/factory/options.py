@@ -1,0 +1,84 @@
+"""Build options as a validated model: what `modelfab build` flags and a recipe's `build:` give.
+
+One place turns these user-facing options into a `BuildConfig`, so the CLI and recipes cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelfab.errors import InputError
+from modelfab.pipeline.config import BuildConfig
+
+
+class BuildOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str | None = None  # a local HF model directory; None: packaged all-MiniLM-L6-v2
+    max_length: int = Field(default=64, ge=8, le=512)  # tokens the teacher reads
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    adapt: list[str] = Field(default_factory=lambda: ["auto"])
+    budget_s: float | None = Field(default=None, gt=0)  # Optuna search of the strategies
+    families: list[str] = Field(
+        default_factory=lambda: ["transformer", "static-embedding", "hashed-ngram"]
+    )
+    layers: int = Field(default=2, ge=1)  # transformer student layers
+    student_max_length: int = Field(default=32, ge=8, le=512)
+    epochs: int = Field(default=3, ge=1)
+    compress: bool = True  # layer-dropped, pruned and other-precision variants
+    bench: bool = True
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_size_mb: float | None = Field(default=None, gt=0)
+    min_f1: float | None = Field(default=None, ge=0, le=1)
+    pool_labels: Literal["soft", "hard"] = "soft"
+    target_precision: float = Field(default=0.9, gt=0, le=1)
+    exclude_label_issues: bool = False
+
+    @classmethod
+    def parse(cls, values: dict) -> BuildOptions:
+        """Validate `values`; the first problem becomes one InputError naming the option."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            value = first.get("input")
+            raise InputError(f"build option {where}={value!r}: {first['msg']}") from None
+
+    def to_config(self) -> BuildConfig:
+        from modelfab.bench.choose import Budget
+        from modelfab.distill.transformer import TransformerStudentConfig
+        from modelfab.pipeline.config import BenchConfig, LabelsConfig, TeacherConfig
+        from modelfab.pipeline.variants import StudentsConfig
+
+        students = StudentsConfig(families=tuple(self.families))
+        if not self.compress:
+            students = StudentsConfig(
+                families=students.families,
+                compress=None,
+                quantizations=("dynamic-int8",),
+                optimizations=(),
+            )
+        return BuildConfig(
+            teacher=TeacherConfig(
+                path=self.teacher, max_length=self.max_length, precision=self.precision
+            ),
+            adapt=tuple(self.adapt),
+            adapt_budget_s=self.budget_s,
+            student=TransformerStudentConfig(
+                layers=self.layers, epochs=self.epochs, max_length=self.student_max_length
+            ),
+            students=students,
+            bench=BenchConfig(enabled=self.bench),
+            budget=Budget(
+                max_latency_ms=self.max_latency_ms, max_size_mb=self.max_size_mb, min_f1=self.min_f1
+            ),
+            labels=LabelsConfig(
+                pool_labels=self.pool_labels,
+                target_precision=self.target_precision,
+                exclude_label_issues=self.exclude_label_issues,
+            ),
+        )
