@@ -142,6 +142,8 @@ def test_freezing_lower_layers_trains_only_the_upper_ones_and_unfreezes_the_resu
     assert frozen and all("embeddings" in n or ".layer.0." in n for n in frozen)
     assert any(".layer.1." in n for n, p in encoder.named_parameters() if p.requires_grad)
     before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    assert ContrastiveAdapter(teacher).freeze_layers == teacher.n_layers // 2  # the default
+    assert ContrastiveAdapter(teacher, lora_rank=4).freeze_layers == 0
     adapter = ContrastiveAdapter(teacher, epochs=2, batch_size=8, lr=1e-3, freeze_layers=1)
     adapter.fit(data)
     after = adapter.encoder_.state_dict()

@@ -7,7 +7,8 @@ each pair; here every step encodes one batch of labeled texts once and uses *all
 same-class and different-class pairs weighted equally (SetFit balances them by sampling). A batch
 of 32 texts gives 496 pairs for 32 encodings where SetFit gets 16, so a few dozen steps do the work
 of SetFit's hundreds. The body reads the teacher's `max_length` tokens. Optionally the embeddings
-and the lowest `freeze_layers` layers stay frozen (no backward through them), and with
+and the lowest `freeze_layers` layers stay frozen (no backward through them: by default the lower
+half, which costs nothing in macro-F1 on the few-shot bench and a third of the time), and with
 `lora_rank > 0` only LoRA adapters on the attention query/value projections train (peft), merged
 back afterwards, so the result is a plain encoder the pipeline exports like any other.
 """
@@ -92,11 +93,11 @@ class ContrastiveAdapter:
         lr: float = 2e-5,
         lora_rank: int = 0,
         lora_lr: float = 1e-3,
-        freeze_layers: int = 0,
+        freeze_layers: int | None = None,  # None: the lower half of the layers
         max_steps: int = 300,
         seed: int = 0,
     ):
-        if epochs < 1 or batch_size < 2 or max_steps < 1 or freeze_layers < 0:
+        if epochs < 1 or batch_size < 2 or max_steps < 1 or (freeze_layers or 0) < 0:
             raise InputError(
                 "contrastive adaptation needs epochs >= 1, batch_size >= 2, max_steps >= 1 "
                 "and freeze_layers >= 0"
@@ -106,6 +107,8 @@ class ContrastiveAdapter:
         self.lora_rank, self.lora_lr, self.seed = lora_rank, lora_lr, seed
         if freeze_layers and lora_rank:
             raise InputError("freeze_layers is for whole-body tuning; LoRA freezes the body itself")
+        if freeze_layers is None:
+            freeze_layers = 0 if lora_rank else getattr(teacher, "n_layers", 0) // 2
         self.freeze_layers, self.max_steps = freeze_layers, max_steps
         self.name = "lora" if lora_rank else "contrastive"
 
