@@ -94,3 +94,19 @@ def test_merge_adopts_a_file_written_before_runs_were_tracked():
         "hardware": {"cpu": "x"},
         "scenarios": ["a"],
     }
+
+
+def test_the_learning_curve_is_summarized_and_rendered_per_label_count():
+    records = [
+        rec("teacher", 0.6, 1.0),
+        rec("student", 0.55, 1.0),
+        rec("teacher", 0.7, 1.0, shots=64),
+        rec("teacher", 0.8, 1.0, shots="all"),
+        rec("student", 0.75, 1.0, shots="all"),
+    ]
+    summary = summarize(records)
+    curve = summary["s"]["curve"]
+    assert curve["8"] == {"teacher": 0.6, "student": 0.55}
+    assert curve["64"] == {"teacher": 0.7, "student": None}
+    assert curve["all"] == {"teacher": 0.8, "student": 0.75}
+    assert "| s | 0.600 / 0.550 |  /  |  /  | 0.700 /  | 0.800 / 0.750 |" in markdown(summary)

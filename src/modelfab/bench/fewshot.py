@@ -18,6 +18,7 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
 Writes bench-results/fewshot.json (flat records plus per-scenario summaries) and fewshot.md after
 each facet; `FEWSHOT_FACETS=use make bench-fewshot` re-measures one facet and keeps the others'.
 "lora" runs when named in FEWSHOT_METHODS (it costs what "contrastive" costs).
+`FEWSHOT_RENDER=1` redoes the summary and fewshot.md from the stored records, measuring nothing.
 """
 
 from __future__ import annotations
@@ -340,6 +341,13 @@ def summarize(records: list[dict]) -> dict:
             "al_random_24": al_r,
             "flip_recall_top10": recall,
             "bars": bars,
+            "curve": {  # the learning curve (seed 0 beyond 8 labels): teacher and student
+                str(shots if shots is not None else "all"): {
+                    m: _mean(rows, m, shots=shots if shots is not None else "all")
+                    for m in ("teacher", "student")
+                }
+                for shots in CURVE
+            },
         }
     return out
 
@@ -374,6 +382,22 @@ def markdown(summary: dict) -> str:
             f"{f(s['al_uncertainty_24'])} | {f(s['al_random_24'])} | "
             f"{f(s['flip_recall_top10'], 2)} | {passed}/{len(bars)} |"
         )
+    heads = [str(c if c is not None else "all") for c in CURVE]
+    lines += [
+        "",
+        "Learning curve: test macro-F1 of the adapted teacher / its student by labels per class",
+        "(8: mean of the seeds; more labels: seed 0).",
+        "",
+        "| scenario | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+    ]
+    for name, s in summary.items():
+        curve = s.get("curve", {})
+        cells = [
+            f"{f(curve.get(h, {}).get('teacher'))} / {f(curve.get(h, {}).get('student'))}"
+            for h in heads
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -453,13 +477,28 @@ def run(
     return payload
 
 
+def render(out_dir: Path = Path("bench-results")) -> dict:
+    """Redo the summary and fewshot.md of an existing fewshot.json from its records (after the
+    summary or the table changed; measures nothing)."""
+    path = out_dir / "fewshot.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; run make bench-fewshot first")
+    payload = json.loads(path.read_text())
+    payload["summary"] = summarize(payload["records"])
+    write_text(path, json.dumps(payload, indent=2, default=str))
+    write_text(out_dir / "fewshot.md", markdown(payload["summary"]))
+    return payload
+
+
 if __name__ == "__main__":
     import os
     import sys
 
     picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
     methods = os.environ.get("FEWSHOT_METHODS")
-    if methods:  # a run of some methods writes bench-results/partial/, never the full result
+    if os.environ.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
+        result = render()
+    elif methods:  # a run of some methods writes bench-results/partial/, never the full result
         result = run(Path("bench-results/partial"), picked, methods=tuple(methods.split(",")))
     else:
         result = run(facets=picked)
