@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelfab.data.splitting import group_stratified_assign
-from modelfab.errors import InputError
+from modelfab.errors import InputError, validated
 
 
 class DerivedLabel(BaseModel):
@@ -107,12 +107,7 @@ class ScenarioSpec(BaseModel):
     @classmethod
     def from_dict(cls, data: dict) -> ScenarioSpec:
         """Validate `data`, turning pydantic's multi-line report into one InputError line."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "spec"
-            raise InputError(f"scenario spec: {where}: {first['msg']}") from None
+        return validated(cls, data, "scenario spec")
 
 
 @dataclasses.dataclass

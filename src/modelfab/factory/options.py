@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from modelfab.errors import InputError
+from modelfab.errors import validated
 from modelfab.pipeline.config import BuildConfig
 
 
@@ -40,13 +40,7 @@ class BuildOptions(BaseModel):
     @classmethod
     def parse(cls, values: dict) -> BuildOptions:
         """Validate `values`; the first problem becomes one InputError naming the option."""
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            value = first.get("input")
-            raise InputError(f"build option {where}={value!r}: {first['msg']}") from None
+        return validated(cls, values, "build option", show_input=True)
 
     def to_config(self) -> BuildConfig:
         from modelfab.bench.choose import Budget
