@@ -174,7 +174,8 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int, vectors: 
 
     texts = [f.texts["train"][i] for i in idx] + f.texts["pool"]
     encoder = getattr(adapter, "encoder_", None)
-    student_teacher, vectors_cache = teacher, vectors
+    student_teacher = teacher
+    vectors_cache: Path | None = vectors
     if encoder is None:
         x = np.concatenate([f.x["train"][idx], f.x["pool"]])
     else:
@@ -274,9 +275,9 @@ def run_facet(
     shots_list = CURVE if curve else (SHOTS,)
     for shots in shots_list:
         idx = few if shots == SHOTS else per_class(f.y["train"], shots, np.random.default_rng(seed))
-        strategies = resolve(DEFAULT, f.y["train"][idx], teacher)
-        if shots == SHOTS and len(strategies) == 1 and strategies[0] in fitted:
-            head, wall = fitted[strategies[0]], walls[strategies[0]]  # the same fit, reused
+        picked = resolve(DEFAULT, f.y["train"][idx], teacher)
+        if shots == SHOTS and len(picked) == 1 and picked[0] in fitted:
+            head, wall = fitted[picked[0]], walls[picked[0]]  # the same fit, reused
         else:
             adaptation, wall = timed(adapt, f.subset(idx), DEFAULT, seed=seed, teacher=teacher)
             head = adaptation.best
