@@ -30,13 +30,18 @@ AUTO = "auto"
 FEW_SHOT_MAX = 16
 
 
+def check_auto(strategies: tuple[str, ...]) -> None:
+    """'auto' picks the strategies itself, so it cannot be listed with others."""
+    if AUTO in strategies and tuple(strategies) != (AUTO,):
+        raise InputError(f"'{AUTO}' picks the strategies itself; give it alone, not {strategies}")
+
+
 def resolve(strategies: tuple[str, ...], y, teacher=None) -> tuple[str, ...]:
     """The strategies to fit: ("auto",) becomes ("contrastive",) for few labels per class and a
     teacher to tune, else the frozen-feature heads ("logreg", "mlp")."""
+    check_auto(strategies)
     if AUTO not in strategies:
         return strategies
-    if strategies != (AUTO,):
-        raise InputError(f"'{AUTO}' picks the strategies itself; give it alone, not {strategies}")
     counts = np.bincount(np.asarray(y, dtype=int))
     few = len(counts) > 0 and float(np.median(counts[counts > 0])) <= FEW_SHOT_MAX
     return ("contrastive",) if few and teacher is not None else ("logreg", "mlp")

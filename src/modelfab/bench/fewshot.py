@@ -166,23 +166,17 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int, vectors: 
 
     An adapter that tuned the body labels with its own features, and the student starts from
     that body's token vectors, as in a build (`pipeline.build`)."""
-    import copy
-
     from modelfab.distill.bag import StaticEmbeddingStudent
     from modelfab.distill.base import DistillData
-    from modelfab.pipeline.variants import StudentsConfig
+    from modelfab.pipeline.variants import StudentsConfig, student_source
 
     texts = [f.texts["train"][i] for i in idx] + f.texts["pool"]
-    encoder = getattr(adapter, "encoder_", None)
-    student_teacher = teacher
-    vectors_cache: Path | None = vectors
-    if encoder is None:
+    encoder = getattr(adapter, "encoder_", teacher.module)
+    if encoder is teacher.module:
         x = np.concatenate([f.x["train"][idx], f.x["pool"]])
     else:
         x = adapter.encode(texts)
-        student_teacher = copy.copy(teacher)
-        student_teacher.module = encoder
-        vectors_cache = None
+    student_teacher, vectors_cache = student_source(teacher, encoder, vectors)
     data = DistillData(
         texts=texts,
         hard=np.concatenate([f.y["train"][idx], np.full(len(f.texts["pool"]), -1)]),
@@ -457,12 +451,12 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "fewshot.json"
     payload: dict = json.loads(path.read_text()) if path.is_file() else {}
+    vectors = home / "cache" / "static"
     for facet in track_items(list(facets), "few-shot facets"):
         started = time.time()
         records: list[dict] = []
         for seed in seeds:
             f = load_facet(version.id, facet, seed, teacher, cache)
-            vectors = home / "cache" / "static"
             records += run_facet(f, seed, teacher, vectors, methods, seed == seeds[0])
         run_meta = {
             "scenarios": sorted({r["scenario"] for r in records}),
@@ -473,9 +467,13 @@ def run(
             "methods": list(methods),
         }
         payload = merge(payload, records, run_meta)
-        write_text(path, json.dumps(payload, indent=2, default=str))
-        write_text(out_dir / "fewshot.md", markdown(payload["summary"]))
+        _write(out_dir, payload)
     return payload
+
+
+def _write(out_dir: Path, payload: dict) -> None:
+    write_text(out_dir / "fewshot.json", json.dumps(payload, indent=2, default=str))
+    write_text(out_dir / "fewshot.md", markdown(payload["summary"]))
 
 
 def render(out_dir: Path = Path("bench-results")) -> dict:
@@ -486,8 +484,7 @@ def render(out_dir: Path = Path("bench-results")) -> dict:
         raise InputError(f"{path} does not exist; run make bench-fewshot first")
     payload = json.loads(path.read_text())
     payload["summary"] = summarize(payload["records"])
-    write_text(path, json.dumps(payload, indent=2, default=str))
-    write_text(out_dir / "fewshot.md", markdown(payload["summary"]))
+    _write(out_dir, payload)
     return payload
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,6 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from modelfab.data.scenario import ScenarioSpec
 from modelfab.errors import InputError
 from modelfab.factory.options import BuildOptions
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class DataSource(BaseModel):
@@ -164,21 +166,23 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def _validated(model: type[M], data: Any, path: Path, root, loc: tuple = (), origin: str = "") -> M:
+    """`model.model_validate(data)`; its first problem as one InputError naming the field path
+    (under `loc`), its YAML line and, for an expanded scenario, where it came from."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = loc + _clean(tuple(first["loc"]), data)
+        msg = f"{first['msg']} ({origin})" if origin else first["msg"]
+        raise _error(path, root, where, msg) from None
+
+
 def _plan(values: dict, loc: tuple, origin: str, path: Path, root) -> PlannedScenario:
     values = dict(values)
     build = values.pop("build", None) or {}
-    try:
-        spec = ScenarioSpec.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = loc + _clean(tuple(first["loc"]), values)
-        raise _error(path, root, where, f"{first['msg']} ({origin})") from None
-    try:
-        options = BuildOptions.model_validate(build)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = (*loc, "build", *_clean(tuple(first["loc"]), build))
-        raise _error(path, root, where, f"{first['msg']} ({origin})") from None
+    spec = _validated(ScenarioSpec, values, path, root, loc, origin)
+    options = _validated(BuildOptions, build, path, root, (*loc, "build"), origin)
     return PlannedScenario(spec, options, origin)
 
 
@@ -246,9 +250,5 @@ def load_recipe(path: Path | str) -> LoadedRecipe:
         raise InputError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: a recipe is a mapping with name, scenarios and/or templates")
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _error(path, root, _clean(tuple(first["loc"]), data), first["msg"]) from None
+    recipe = _validated(Recipe, data, path, root)
     return LoadedRecipe(recipe, path, _expand(recipe, path, root))

@@ -9,7 +9,6 @@ transaction, so a failed or killed build leaves no model row and no partial bund
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import uuid
@@ -46,7 +45,12 @@ from modelfab.pipeline.records import (
     scores as _scores,
 )
 from modelfab.pipeline.teacher import load_teacher
-from modelfab.pipeline.variants import baseline_variant, count_flops, student_variants
+from modelfab.pipeline.variants import (
+    baseline_variant,
+    count_flops,
+    student_source,
+    student_variants,
+)
 from modelfab.pipeline.workspace import Workspace, sweep_orphans
 from modelfab.progress import track_items
 from modelfab.registry import CostRecord, Meter, Registry, ScenarioRecord
@@ -230,13 +234,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
         teacher_features=distill_x,
         teacher_head=head.head(),
     )
-    student_teacher, vectors_cache = teacher, home / "cache" / "static"
-    if encoder is not teacher.module:
-        # Students start from the body the head was fitted on; its token vectors are this
-        # build's own, not the shared cache's.
-        student_teacher = copy.copy(teacher)
-        student_teacher.module = encoder
-        vectors_cache = None
+    # Students start from the body the head was fitted on.
+    student_teacher, vectors_cache = student_source(teacher, encoder, home / "cache" / "static")
     variants = student_variants(
         student_teacher, distill_data, config.students, config.student, vectors_cache
     )

@@ -65,7 +65,7 @@ class BuildConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
 
     def __post_init__(self) -> None:
-        from modelfab.adapt.select import AUTO, STRATEGIES
+        from modelfab.adapt.select import AUTO, STRATEGIES, check_auto
 
         if self.budget.max_latency_ms is not None and not self.bench.enabled:
             raise InputError("a latency budget needs the benchmark: drop --no-bench")
@@ -86,8 +86,7 @@ class BuildConfig:
             raise InputError(
                 f"unknown adaptation strategy {unknown}; known: {AUTO}, {', '.join(STRATEGIES)}"
             )
-        if AUTO in self.adapt and len(self.adapt) > 1:
-            raise InputError(f"'{AUTO}' picks the strategies itself; give it alone")
+        check_auto(self.adapt)
 
     def to_dict(self) -> dict:
         return asdict(self)

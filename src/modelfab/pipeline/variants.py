@@ -3,6 +3,7 @@ export recipes each is turned into. Every candidate becomes a bundle and a regis
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,17 @@ class Variant:
         if "layers" in self.recipe:
             ops["layers"] = self.recipe["layers"]
         return ops
+
+
+def student_source(teacher, encoder: nn.Module, cache_dir: Path) -> tuple[Any, Path | None]:
+    """(teacher, token-vector cache) the students start from. A body tuned by adaptation
+    (`encoder` is not the teacher's own module) replaces the teacher's, and its token vectors
+    are computed for it, not taken from the cache shared by every build of that teacher."""
+    if encoder is teacher.module:
+        return teacher, cache_dir
+    tuned = copy.copy(teacher)
+    tuned.module = encoder
+    return tuned, None
 
 
 def _student(family: str, teacher, config, transformer, cache_dir: Path | None) -> TokenStudent:
