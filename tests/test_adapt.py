@@ -213,6 +213,9 @@ def test_auto_tunes_the_body_for_few_labels_per_class_and_fits_heads_otherwise()
     assert resolve(("auto",), few, teacher) == ("contrastive",)
     assert resolve(("auto",), many, teacher) == ("logreg", "mlp")
     assert resolve(("auto",), few, None) == ("logreg", "mlp")  # no body to tune
+    at, above = np.repeat(np.arange(3), 16), np.repeat(np.arange(3), 17)  # the median decides
+    assert resolve(("auto",), at, teacher) == ("contrastive",)
+    assert resolve(("auto",), above, teacher) == ("logreg", "mlp")
     assert resolve(("logreg",), few, teacher) == ("logreg",)  # explicit choices stand
     with pytest.raises(InputError, match="alone"):
         resolve(("auto", "mlp"), few, teacher)

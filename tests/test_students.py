@@ -189,3 +189,16 @@ def test_students_config_rejects_bad_variant_lists(kwargs, match):
 
     with pytest.raises(InputError, match=match):
         StudentsConfig(**kwargs)
+
+
+def test_students_of_a_tuned_body_start_from_it_and_skip_the_shared_vector_cache(tmp_path):
+    from types import SimpleNamespace
+
+    from modelfab.pipeline.variants import student_source
+
+    own, tuned = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    teacher = SimpleNamespace(module=own, id="t")
+    assert student_source(teacher, own, tmp_path) == (teacher, tmp_path)
+    source, cache = student_source(teacher, tuned, tmp_path)
+    assert source.module is tuned and cache is None  # token vectors of the tuned body
+    assert teacher.module is own and source.id == "t"  # the teacher itself is untouched
