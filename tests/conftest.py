@@ -1,12 +1,18 @@
-"""Shared fixtures: a tiny random BERT teacher directory and a tiny 3-class text set."""
+"""Shared fixtures: a tiny random BERT teacher directory, a tiny 3-class text set, and a fresh
+registry URL on each database backend (SQLite file, PostgreSQL schema)."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+PG_URL_ENV = "MODELFAB_TEST_PG_URL"
 
 CLASS_WORDS = {
     "games": ["fun", "puzzle", "game", "levels", "arcade", "player", "shooter", "racing"],
@@ -157,3 +163,43 @@ def tiny_texts(tiny_text_set) -> tuple[list[str], list[str]]:
     class words plus common filler; deterministic, and learnable by a small classifier."""
     texts, labels = tiny_text_set
     return list(texts), list(labels)
+
+
+def pg_test_url() -> str:
+    """The PostgreSQL server for tests (MODELFAB_TEST_PG_URL, which `bash .ci/postgres.sh`
+    prints). Unset: the test is skipped, except in CI (CI=true), where it fails."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        reason = f"{PG_URL_ENV} is unset (export {PG_URL_ENV}=$(bash .ci/postgres.sh))"
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"CI must test PostgreSQL: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+def fresh_pg_schema(base_url: str) -> Iterator[str]:
+    """A URL whose connections use a new, empty schema (dropped when the generator ends)."""
+    from sqlalchemy import create_engine, make_url
+
+    url = make_url(base_url).set(drivername="postgresql+psycopg")
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        scoped = url.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def registry_url(request, tmp_path) -> Iterator[str]:
+    """A URL of a new, empty registry database, once per backend: a SQLite file in tmp_path and
+    a fresh schema on the PostgreSQL test server (see `pg_test_url`)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    else:
+        yield from fresh_pg_schema(pg_test_url())

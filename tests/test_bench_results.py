@@ -55,8 +55,8 @@ def measurement(p50: float = 1.0, flops_per_text: float | None = None) -> dict:
 
 
 @pytest.fixture
-def registry(tmp_path):
-    with Registry(f"sqlite:///{tmp_path / 'registry.sqlite'}") as reg:
+def registry(registry_url):
+    with Registry(registry_url) as reg:
         yield reg
 
 

@@ -1,4 +1,5 @@
-"""Registry contract on a SQLite file in tmp_path: schema, round trips, lineage, atomicity."""
+"""Registry contract on each backend (a SQLite file in tmp_path, a fresh PostgreSQL schema):
+schema, round trips, lineage, atomicity."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import sqlite3
 import threading
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, func, inspect, select
 
 from modelfab.errors import InputError, NotFoundError
 from modelfab.registry import CostRecord, Registry
+from modelfab.registry.schema import Model
 
 TABLES = {
     "datasets",
@@ -28,8 +30,8 @@ def cost(stage: str, **kw: int) -> CostRecord:
 
 
 @pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'registry.sqlite'}"
+def url(registry_url):
+    return registry_url
 
 
 @pytest.fixture
@@ -54,13 +56,24 @@ def add(reg, run, name="student", **kw):
 
 
 def model_count(url: str) -> int:
-    path = url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM models").fetchone()[0]
+    """Rows in `models`, counted on a connection of its own (not the registry's)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.scalar(select(func.count()).select_from(Model.__table__))
+    finally:
+        engine.dispose()
 
 
-def test_tables_created_and_sqlite_uses_wal(reg, url):
-    assert set(inspect(create_engine(url)).get_table_names()) == TABLES
+def test_tables_created(reg, url):
+    engine = create_engine(url)
+    assert set(inspect(engine).get_table_names()) == TABLES
+    engine.dispose()
+
+
+def test_sqlite_uses_wal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    Registry(url).close()
     with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -8,22 +8,36 @@ timeout so several processes (CLI, server, pipeline) can share one registry.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from numbers import Real
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, select, update
+from sqlalchemy import (
+    URL,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    inspect,
+    make_url,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import ArgumentError, DataError, NoSuchModuleError, OperationalError
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelfab import paths
-from modelfab.errors import InputError, NotFoundError
+from modelfab.errors import EnvironmentProblem, InputError, NotFoundError
 from modelfab.registry.ledger import CostRecord
 from modelfab.registry.schema import (
     MODEL_ROLES,
@@ -41,11 +55,17 @@ from modelfab.registry.schema import (
 )
 
 SQLITE_BUSY_TIMEOUT_S = 30
+PG_CONNECT_TIMEOUT_S = 10
+UPSERT_ATTEMPTS = 5
+SCHEMA_LOCK_KEY = 0x6D6F64656C666162  # "modelfab": one advisory lock while creating tables
+URL_EXAMPLES = "sqlite:///path/registry.sqlite or postgresql+psycopg://user:password@host/db"
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}
 
 
 def _utc(ts: datetime) -> datetime:
-    """SQLite drops the tzinfo of stored UTC timestamps; put it back."""
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    """Timestamps in UTC: SQLite drops the tzinfo of stored UTC timestamps (put it back);
+    PostgreSQL returns them in the session's time zone."""
+    return ts.astimezone(UTC) if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -340,23 +360,119 @@ def _insert_model(
         s.add(_cost_row(run_id, model_id, cost.stage, cost))
 
 
+def _safe(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _parse_url(url: str) -> URL:
+    """The URL parsed; `postgresql://` and `postgres://` mean the psycopg 3 driver modelfab ships
+    (SQLAlchemy's own default for them is psycopg2)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(
+            f"registry URL {url.split('@')[-1]!r} is not a database URL; use {URL_EXAMPLES}"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _make_engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
+    """An engine for `url`; a bad URL or a missing driver is one InputError or
+    EnvironmentProblem line, and so is a database that cannot be reached (at any later call)."""
+    parsed = _parse_url(url)
+    try:
+        engine = _create_engine(parsed)
+    except NoSuchModuleError:
+        raise InputError(
+            f"registry URL {_safe(parsed)!r}: unknown database kind {parsed.drivername!r}; "
+            f"use {URL_EXAMPLES}"
+        ) from None
+    except ImportError as exc:
+        module = exc.name or "?"
+        hint = DRIVER_PACKAGES.get(module.split(".")[0], module)
+        raise EnvironmentProblem(
+            f"registry URL {_safe(parsed)!r} needs the Python module {module!r}: "
+            f"pip install '{hint}'"
+        ) from None
+
+    @event.listens_for(engine, "handle_error")
+    def _one_line_errors(context: ExceptionContext) -> None:
+        if isinstance(context.sqlalchemy_exception, DataError):  # e.g. a string too long
+            raise InputError(f"registry rejected a value: {_one_line(context.original_exception)}")
+        connecting = context.connection is None  # the first connection attempt failed
+        if context.is_disconnect or (
+            connecting and isinstance(context.sqlalchemy_exception, OperationalError)
+        ):
+            raise EnvironmentProblem(
+                f"cannot reach the registry database {_safe(parsed)}: "
+                f"{_one_line(context.original_exception)}"
+            )
+
+    return engine
+
+
+def _create_engine(url: URL) -> Engine:
+    if url.get_backend_name() == "postgresql":
+        args = {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
+    if url.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-    in_memory = url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url
+    in_memory = url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         if not in_memory:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cur.execute("PRAGMA foreign_keys=ON")  # as PostgreSQL would enforce them
         cur.close()
 
     return engine
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create missing tables. Several processes may open a new registry at once, so creation
+    holds a lock: SQLite's write lock (BEGIN IMMEDIATE), a PostgreSQL advisory lock."""
+    if set(Base.metadata.tables) <= set(inspect(engine).get_table_names()):
+        return
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+        Base.metadata.create_all(conn)
+        conn.commit()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _retry_on_conflict(method: Callable[P, T]) -> Callable[P, T]:
+    """For upserts: when another process inserts the same row between our read and our insert,
+    the commit fails on a unique key; run again, and the row is then found and updated."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(UPSERT_ATTEMPTS):
+            try:
+                return method(*args, **kwargs)
+            except DBIntegrityError as exc:
+                if attempt == UPSERT_ATTEMPTS - 1:
+                    raise InputError(f"registry write failed: {_one_line(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 class Registry:
@@ -365,7 +481,7 @@ class Registry:
     def __init__(self, url: str | None = None) -> None:
         self.url = url or paths.registry_url()
         self._engine = _make_engine(self.url)
-        Base.metadata.create_all(self._engine)
+        _create_schema(self._engine)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -385,6 +501,7 @@ class Registry:
 
     # ---- datasets and scenarios -------------------------------------------------------------
 
+    @_retry_on_conflict
     def upsert_dataset(
         self, id: str, name: str, source: str, n_rows: int, columns: list[str], path: str
     ) -> DatasetRecord:
@@ -405,6 +522,7 @@ class Registry:
                 raise NotFoundError(f"dataset {id!r} not found")
             return _dataset(row)
 
+    @_retry_on_conflict
     def upsert_scenario(
         self,
         id: str,
