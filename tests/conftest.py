@@ -203,3 +203,9 @@ def registry_url(request, tmp_path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'registry.sqlite'}"
     else:
         yield from fresh_pg_schema(pg_test_url())
+
+
+@pytest.fixture
+def pg_registry_url() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL test server, for what only PostgreSQL does."""
+    yield from fresh_pg_schema(pg_test_url())
