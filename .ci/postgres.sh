@@ -34,10 +34,13 @@ pg_bindir() {
 BIN="$(pg_bindir || true)"
 if [ -z "$BIN" ]; then
     [ "$(id -u)" = 0 ] || die "PostgreSQL is not installed; run as root or: apt-get install postgresql"
-    log "installing Debian's postgresql package"
+    log "installing Debian's postgresql package (log: $PGDIR/apt.log)"
+    mkdir -p "$PGDIR"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq postgresql >&2 || { apt-get update -qq >&2 && apt-get install -y -qq postgresql >&2; } \
-        || die "apt-get install postgresql failed"
+    install=(apt-get install -y -q --no-install-recommends postgresql)
+    "${install[@]}" >"$PGDIR/apt.log" 2>&1 \
+        || { apt-get update -q >>"$PGDIR/apt.log" 2>&1 && "${install[@]}" >>"$PGDIR/apt.log" 2>&1; } \
+        || { tail -n 20 "$PGDIR/apt.log" >&2; die "apt-get install postgresql failed"; }
     BIN="$(pg_bindir)" || die "postgresql installed but no server binary under /usr/lib/postgresql"
 fi
 
