@@ -11,12 +11,15 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pipeline_helpers import write_dataset
+from pipeline_helpers import fast_config, write_dataset
 from registry_workers import RUNS_PER_WORKER, SHARED_DATASET, WORKERS, write_concurrently
 from sqlalchemy import create_engine, func, make_url, select
 
 from modelfab.cli import main
+from modelfab.data.scenario import ScenarioSpec
 from modelfab.errors import EnvironmentProblem, InputError, NotFoundError
+from modelfab.pipeline.api import create_scenario, import_data
+from modelfab.pipeline.build import build
 from modelfab.registry import Registry
 from modelfab.registry.schema import Base
 
@@ -165,3 +168,23 @@ def test_bad_url_is_one_input_error(tmp_path, monkeypatch, capsys, url, problem)
     monkeypatch.setenv("MODELFAB_REGISTRY_URL", url)
     assert main(["scenario", "list"]) == InputError.exit_code == 2
     assert problem in _one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_build_records_into_postgresql(pg_registry_url, tmp_path, monkeypatch, tiny_teacher_dir):
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MODELFAB_REGISTRY_URL", pg_registry_url)
+    version = import_data(write_dataset(tmp_path / "tiny.jsonl"), name="tiny")
+    create_scenario(
+        ScenarioSpec(name="tiny", dataset=version.name, text_fields=["text"], label_field="label")
+    )
+    result = build("tiny", fast_config(tiny_teacher_dir, bench=True))
+    assert not (tmp_path / "home" / "registry.sqlite").exists()
+    with Registry(pg_registry_url) as r:
+        roles = {m.role: m for m in r.list_models("tiny")}
+        assert set(roles) == {"teacher", "student", "baseline"}
+        assert [m.role for m in r.lineage(roles["student"].id)] == ["student", "teacher"]
+        assert r.get_run(result.run_id).status == "succeeded"
+        assert r.metrics(roles["student"].id)["test"]["macro_f1"] >= 0
+        assert r.costs(model_id=roles["student"].id)
+        assert r.bench_history(model=roles["student"].id)
