@@ -3,7 +3,9 @@ SQL database.
 
 Every method opens and closes its own session and returns frozen dataclasses (or dicts), never
 live ORM objects, so callers never hold a session or a lock. SQLite files use WAL and a busy
-timeout so several processes (CLI, server, pipeline) can share one registry.
+timeout so several processes (CLI, server, pipeline) can share one registry; a PostgreSQL URL
+(`postgresql+psycopg://user:pw@host/db`) serves many machines. Either way tables are created
+under a lock and upserts survive a concurrent insert of the same row.
 """
 
 from __future__ import annotations
