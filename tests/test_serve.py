@@ -197,11 +197,11 @@ class RecordingEngine:
         return [np.full((len(t), 1), float(len(t)), dtype=np.float32) for _, t in items]
 
 
-def _batch_run(engine, config, coro_factory):
+def _batch_run(engine, config, coro_factory, metrics=None):
     from concurrent.futures import ThreadPoolExecutor
 
     async def main():
-        batcher = MicroBatcher(engine, config, ThreadPoolExecutor(1), Metrics())
+        batcher = MicroBatcher(engine, config, ThreadPoolExecutor(1), metrics or Metrics())
         batcher.start()
         try:
             return await coro_factory(batcher)
@@ -218,9 +218,13 @@ def test_batcher_merges_concurrent_requests_up_to_max_batch():
     async def go(batcher):
         return await asyncio.gather(*(batcher.submit(None, ["t"] * 3) for _ in range(4)))
 
-    results = _batch_run(engine, config, go)
+    metrics = Metrics()
+    results = _batch_run(engine, config, go, metrics)
     assert [r.shape for r in results] == [(3, 1)] * 4
     assert engine.batches == [6, 6]  # 3 + 3 fit in 8; a third request would not
+    labels = {"engine": engine.key}
+    assert metrics.registry.get_sample_value("modelfab_batch_size_sum", labels) == 12
+    assert metrics.registry.get_sample_value("modelfab_batch_size_count", labels) == 2
 
 
 def test_batcher_refuses_when_the_queue_is_full_and_times_out():

@@ -57,7 +57,7 @@ def export_backbone(
     *,
     quantize: bool = True,
     atol: float = onnx_export.DEFAULT_ATOL,
-    min_cosine: float = 0.98,
+    min_cosine: float = 0.9,
 ) -> Path:
     """Write `encoder` (an HFTextEncoder: .module, .tokenizer, .config.max_length) as a backbone
     bundle under `root/<sha256>/` and return that folder."""

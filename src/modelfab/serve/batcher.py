@@ -119,7 +119,7 @@ class MicroBatcher:
                         future.set_exception(exc)
                 continue
             self.batch_seconds.observe(time.perf_counter() - start)
-            self.batch_size.observe(sum(len(t) for t in items))
+            self.batch_size.observe(sum(len(texts) for _, texts in items))
             for (*_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
