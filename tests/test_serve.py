@@ -128,6 +128,13 @@ BAD_REQUESTS = [
     ("unknown model", "/v2/models/nope/infer", v2_body(["a"]), 404, "not found"),
     ("unknown v1 model", "/v1/models/nope:classify", {"texts": ["a"]}, 404, "not found"),
     ("too many texts", "/v1/models/alpha:classify", {"texts": ["a"] * 300}, 413, "limit"),
+    (
+        "lone surrogate",
+        "/v1/models/alpha:classify",
+        b'{"texts": ["ok", "\\ud800"]}',
+        400,
+        "malformed JSON",
+    ),  # fmt: skip
     ("wrong version", "/v2/models/alpha/versions/0/infer", v2_body(["a"]), 404, "version"),
 ]
 
@@ -143,6 +150,15 @@ def test_bad_requests_get_a_clear_4xx_and_the_server_keeps_serving(
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
     assert client.post("/v2/models/alpha/infer", json=v2_body(["fun"])).status_code == 200
+
+
+def test_texts_that_would_break_the_tokenizer_are_refused_before_batching():
+    from modelfab.serve.protocol import ProtocolError, check_texts
+
+    with pytest.raises(ProtocolError, match="not valid Unicode") as info:
+        check_texts(["fine", "\ud800"], 10, "texts")
+    assert info.value.status == 400
+    assert check_texts(["fine"], 10, "texts") == ["fine"]
 
 
 def test_ten_megabyte_body_is_refused_with_413(client):

@@ -323,13 +323,8 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     async def v1_classify(name: str, body: bytes) -> Response:
         served = lookup(name)
         request = parse(p.ClassifyRequest, body)
-        if not request.texts:
-            raise p.ProtocolError(400, "empty batch: texts holds no text")
-        if len(request.texts) > config.max_texts:
-            raise p.ProtocolError(
-                413, f"batch of {len(request.texts)} texts exceeds the limit of {config.max_texts}"
-            )
-        proba = await classify(served, request.texts)
+        texts = p.check_texts(request.texts, config.max_texts, "texts")
+        proba = await classify(served, texts)
         preds = p.predictions(proba, served.labels, min(request.top_k, len(served.labels)))
         return _json({"model": name, "version": served.entry.version, "predictions": preds})
 

@@ -136,11 +136,21 @@ def texts_from_v2(request: InferenceRequest, max_texts: int) -> list[str]:
         raise ProtocolError(
             400, f"input {tensor.name!r} has {len(data)} elements but shape {shape}"
         )
-    if not data:
-        raise ProtocolError(400, "empty batch: the input holds no text")
-    if len(data) > max_texts:
-        raise ProtocolError(413, f"batch of {len(data)} texts exceeds the limit of {max_texts}")
-    return data
+    return check_texts(data, max_texts, f"input {tensor.name!r}")
+
+
+def check_texts(texts: list[str], max_texts: int, where: str) -> list[str]:
+    """Non-empty, within the batch limit, and valid Unicode (a lone surrogate would fail the
+    tokenizer, and with it every other request of the micro-batch)."""
+    if not texts:
+        raise ProtocolError(400, f"empty batch: {where} holds no text")
+    if len(texts) > max_texts:
+        raise ProtocolError(413, f"batch of {len(texts)} texts exceeds the limit of {max_texts}")
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError(400, f"{where} holds text that is not valid Unicode") from None
+    return texts
 
 
 def requested_outputs(request: InferenceRequest) -> tuple[str, ...]:
