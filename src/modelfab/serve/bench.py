@@ -112,7 +112,7 @@ class Server:
         self.log.close()
 
 
-def _build(work: Path, n_students: int, n_heads: int, student_dim: int) -> dict:
+def _build(work: Path, n_students: int, n_heads: int, student_dim: int, backbone: str) -> dict:
     tok = _tokenizer_json()
     bundles = work / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
@@ -123,19 +123,23 @@ def _build(work: Path, n_students: int, n_heads: int, student_dim: int) -> dict:
             bundles / name, tok, LABELS, dim=student_dim, seed=i, max_length=128
         )
         students.append(name)
-    backbone, backbone_form = _backbone(bundles / "backbones", tok)
-    dim = json.loads((backbone / "preprocess.json").read_text())["dim"]
+    if backbone == "minilm":
+        backbone_dir, backbone_form = _backbone(bundles / "backbones", tok)
+    else:  # quick runs and tests: a bag-of-tokens backbone
+        backbone_dir = synthetic.backbone_bundle(bundles / "backbones", tok, dim=student_dim)
+        backbone_form = "synthetic bag-of-tokens"
+    dim = json.loads((backbone_dir / "preprocess.json").read_text())["dim"]
     heads = []
     for i in range(n_heads):
         name = f"head-{i:02d}"
-        synthetic.head_bundle(bundles / name, backbone, LABELS, dim, seed=1000 + i)
+        synthetic.head_bundle(bundles / name, backbone_dir, LABELS, dim, seed=1000 + i)
         heads.append(name)
     head_bytes = sum((bundles / h / "head.safetensors").stat().st_size for h in heads)
     return {
         "bundles": bundles, "students": students, "heads": heads, "head_bytes": head_bytes,
         "backbone_form": backbone_form,
         "student_bytes": (bundles / students[0] / "model.onnx").stat().st_size,
-        "backbone_bytes": (backbone / "model.onnx").stat().st_size,
+        "backbone_bytes": (backbone_dir / "model.onnx").stat().st_size,
     }  # fmt: skip
 
 
@@ -214,12 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=50)
     parser.add_argument("--student-dim", type=int, default=96, help="~11 MB of fp32 weights")
     parser.add_argument("--threads", type=int, default=2, help="server threads running batches")
+    parser.add_argument("--backbone", choices=("minilm", "synthetic"), default="minilm")
     parser.add_argument("--max-quiet-wait-s", type=float, default=2400)
     args = parser.parse_args(argv)
     _wait_quiet(args.max_quiet_wait_s)
     with tempfile.TemporaryDirectory(prefix="modelfab-bench-serve-") as tmp:
         work = Path(tmp)
-        built = _build(work, args.students, args.heads, args.student_dim)
+        built = _build(work, args.students, args.heads, args.student_dim, args.backbone)
         throughput = _throughput(built, work, args)
         rss_students = _rss(built, built["students"], work, "students", args.threads)
         rss_one = _rss(built, built["heads"][:1], work, "one-head", args.threads)
@@ -244,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {
             "protocol": "KServe v2 infer, one BYTES text per request, keep-alive HTTP/1.1",
             "concurrency": args.concurrency,
+            "n_students": args.students,
+            "n_heads": args.heads,
             "rounds": args.rounds,
             "round_bound": {"requests": args.requests, "seconds": args.duration_s},
             "warmup_requests": args.warmup,
