@@ -370,7 +370,12 @@ def test_registry_catalog_serves_scenario_dot_name_newest_first(tmp_path, bundle
         old = reg.add_model(name="bag-int8", artifact_path=str(bundles / "beta"), **common)
         time.sleep(0.01)
         new = reg.add_model(name="bag-int8", artifact_path=str(bundles / "alpha"), **common)
-        reg.add_model(name="teacher", artifact_path=None, **{**common, "role": "teacher"})
+        teacher_dir = tmp_path / "teacher"  # a PyTorch teacher: a manifest, no model graph
+        teacher_dir.mkdir()
+        (teacher_dir / "manifest.json").write_text("{}")
+        teacher = {**common, "role": "teacher"}
+        reg.add_model(name="teacher", artifact_path=str(teacher_dir), **teacher)
+        reg.add_model(name="teacher-2", artifact_path=None, **teacher)
     entries = RegistryCatalog(url=url).scan()
     assert list(entries) == ["sections.bag-int8"]
     assert entries["sections.bag-int8"].version == new[:12]

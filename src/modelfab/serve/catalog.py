@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from modelfab.export.heads import is_head_bundle
-from modelfab.export.manifest import MANIFEST, sha256_file
+from modelfab.export.manifest import MANIFEST, MODEL, sha256_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 BACKBONES = "backbones"
@@ -32,8 +32,14 @@ class Catalog(Protocol):
     def scan(self) -> dict[str, Entry]: ...
 
 
-def _entry(name: str, version: str, path: Path) -> Entry:
-    return Entry(name, version, path, "head" if is_head_bundle(path) else "bundle")
+def _entry(name: str, version: str, path: Path) -> Entry | None:
+    """A servable folder: a head bundle, or a bundle with a model graph (not, say, a PyTorch
+    teacher's artifact, which has a manifest but nothing onnxruntime can run)."""
+    if is_head_bundle(path):
+        return Entry(name, version, path, "head")
+    if (path / MODEL).is_file():
+        return Entry(name, version, path, "bundle")
+    return None
 
 
 def _selected(entries: dict[str, Entry], selection: tuple[str, ...], ids: dict[str, str]):
@@ -62,7 +68,9 @@ class DirectoryCatalog:
         for path in sorted(self.root.iterdir()) if self.root.is_dir() else []:
             manifest = path / MANIFEST
             if path.name != BACKBONES and NAME.match(path.name) and manifest.is_file():
-                entries[path.name] = _entry(path.name, sha256_file(manifest)[:12], path)
+                entry = _entry(path.name, sha256_file(manifest)[:12], path)
+                if entry is not None:
+                    entries[path.name] = entry
         return _selected(entries, self.selection, {})
 
 
@@ -88,9 +96,10 @@ class RegistryCatalog:
         for model in models:
             path = Path(model.artifact_path) if model.artifact_path else None
             if path is None or not (path / MANIFEST).is_file():
-                continue  # the PyTorch teacher has no bundle
+                continue
             name = f"{scenarios.get(model.scenario_id, 'unknown')}.{model.name}"
-            if NAME.match(name):
-                entries[name] = _entry(name, model.id[:12], path)
+            entry = _entry(name, model.id[:12], path) if NAME.match(name) else None
+            if entry is not None:
+                entries[name] = entry
                 ids[name] = model.id
         return _selected(entries, self.selection, ids)

@@ -62,7 +62,8 @@ class BackboneEngine:
         self.session = ort.InferenceSession(
             str(path / MODEL), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self.dim = int(self.session.get_outputs()[0].shape[-1] or preprocess.get("dim", 0))
+        declared = self.session.get_outputs()[0].shape[-1]  # an int, or a symbolic name
+        self.dim = int(preprocess.get("dim") or (declared if isinstance(declared, int) else 0))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         chunks = [np.zeros((0, self.dim), dtype=np.float32)]
