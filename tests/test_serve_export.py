@@ -9,7 +9,7 @@ from serve_helpers import v2_body
 
 from modelfab.adapt.base import AdaptData
 from modelfab.adapt.heads import LogisticHead, MLPHead
-from modelfab.errors import IntegrityError
+from modelfab.errors import InputError, IntegrityError
 from modelfab.export.heads import HEAD_WEIGHTS, backbone_sha256, load_head
 from modelfab.export.runtime import softmax
 from modelfab.export.shared import export_backbone, export_head
@@ -84,3 +84,68 @@ def test_tampered_head_is_refused(exported, tmp_path):
 def test_int8_backbone_exports(encoder, data, tmp_path):
     backbone = export_backbone(encoder, tmp_path, data.train_texts[:8], min_cosine=0.5)
     assert backbone_sha256(backbone) == backbone.name
+
+
+def test_registered_teachers_become_head_models_over_one_backbone(
+    tmp_path, monkeypatch, encoder, data, tiny_teacher_dir
+):
+    """Two scenarios' adapted teachers, saved as the build saves them, registered as head
+    models; the registry catalog serves both over one exported backbone."""
+    from modelfab import paths
+    from modelfab.cli import main
+    from modelfab.pipeline.build import save_teacher
+    from modelfab.pipeline.workspace import Workspace
+    from modelfab.registry import Registry
+    from modelfab.serve.catalog import RegistryCatalog
+
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    registry = Registry()
+    registry.upsert_dataset("d" * 64, "tiny", "x", 60, ["text"], "/x")
+    heads = {"one": LogisticHead(cs=(1.0,)).fit(data), "two": MLPHead(hidden=8, epochs=3).fit(data)}
+    teacher_ids = []
+    for i, (scenario, head) in enumerate(heads.items()):
+        sc = registry.upsert_scenario(str(i) * 64, scenario, "d" * 64, {}, None)
+        run = registry.start_run(sc.id, "build", {})
+        workspace = Workspace(paths.artifacts(), run)
+        lineage = {"teacher": {"id": encoder.id, "path": str(tiny_teacher_dir)}, "run_id": run}
+        staged = save_teacher(workspace, f"t{i}", head, encoder.module, encoder, LABELS, lineage)
+        final = workspace.publish({f"t{i}": staged})[f"t{i}"]
+        teacher_ids.append(
+            registry.add_model(
+                run_id=run,
+                scenario_id=sc.id,
+                name=f"{scenario}/teacher",
+                role="teacher",
+                family="hf-encoder+" + head.name,
+                artifact_path=str(final),
+            )  # fmt: skip
+        )
+    assert main(["export-head", *teacher_ids]) == 0
+    assert len(list((paths.artifacts() / "backbones").iterdir())) == 1  # exported once
+    catalog = RegistryCatalog()
+    assert sorted(catalog.scan()) == ["one.teacher-logreg-head", "two.teacher-mlp-head"]
+    texts = data.val_texts[:6]
+    with TestClient(create_app(ServeConfig(refresh_s=0), catalog)) as client:
+        assert len(client.app.state.host.groups) == 1
+        for scenario, head in heads.items():
+            name = f"{scenario}.teacher-{head.name}-head"
+            response = client.post(f"/v2/models/{name}/infer", json=v2_body(texts))
+            assert response.status_code == 200, response.text
+            out = {o["name"]: o for o in response.json()["outputs"]}["probabilities"]
+            served = np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+            expected = softmax(head.logits(encoder.encode(texts)).astype(np.float32))
+            # int8 backbone: probabilities close, not equal
+            assert np.abs(served - expected).max() < 0.1
+    assert main(["export-head", "nonexistent"]) == 3
+
+
+def test_a_tuned_body_cannot_share_the_backbone(tmp_path):
+    from modelfab.export.manifest import write_manifest
+    from modelfab.export.shared import _teacher_head
+
+    (tmp_path / "head.safetensors").write_bytes(b"x")
+    (tmp_path / "adapter.json").write_text('{"strategy": "contrastive"}')
+    (tmp_path / "encoder.safetensors").write_bytes(b"x")
+    write_manifest(tmp_path)
+    with pytest.raises(InputError, match="tuned body"):
+        _teacher_head(tmp_path)

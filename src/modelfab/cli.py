@@ -706,6 +706,19 @@ def demo(
     run_demo(out_dir, console=out)
 
 
+@app.command("export-head")
+def export_head(
+    teachers: Annotated[list[str], typer.Argument(help="adapted teacher model ids (logreg/mlp)")],
+) -> None:
+    """Register a teacher's head as a head model over a shared backbone (exported once per
+    encoder): `modelfab serve` then runs that backbone once per batch for all such heads."""
+    from modelfab.export.shared import register_teacher_head
+
+    for teacher in teachers:
+        model_id, backbone = register_teacher_head(teacher)
+        out.print(f"head model {model_id[:12]} over backbone {backbone.name[:12]}")
+
+
 @app.command()
 def serve(
     models: Annotated[

@@ -140,3 +140,114 @@ def export_head(
         backbone_sha256=Path(backbone_dir).name,
         card=card,
     )
+
+
+# ---- from a registered adapted teacher ----------------------------------------------------
+
+# Parity texts for a backbone exported outside a build (the scenario's texts are not at hand).
+CALIB_TEXTS = [
+    "3D first-person shooter with network play",
+    "a small text editor with syntax highlighting",
+    "molecular biology analysis toolkit",
+    "library for parsing and writing image files",
+    "command-line tool to synchronise files over ssh",
+    "documentation for the python programming language",
+]
+TEACHER_FILES = ("head.safetensors", "adapter.json")  # pipeline/build.py save_teacher()
+
+
+def _teacher_head(teacher_dir: Path) -> tuple[str, dict[str, np.ndarray], dict]:
+    """(kind, tensors, adapter.json) of a teacher artifact, verified against its manifest."""
+    import json
+
+    from safetensors.numpy import load_file
+
+    from modelfab.export.manifest import verify_bundle
+
+    verify_bundle(teacher_dir, TEACHER_FILES)
+    if (teacher_dir / "encoder.safetensors").is_file():
+        raise InputError(
+            f"teacher {teacher_dir.name[:12]} has a tuned body: it cannot share the frozen "
+            "backbone; serve its teacher-*-int8 bundle instead"
+        )
+    adapter = json.loads((teacher_dir / "adapter.json").read_text(encoding="utf-8"))
+    state = load_file(str(teacher_dir / "head.safetensors"))
+    if adapter.get("strategy") == "logreg" and set(state) == {"weight", "bias"}:
+        return "logistic", state, adapter
+    # MLPHead: Sequential(Linear, GELU, Dropout, Linear) -> 0.* and 3.*
+    if adapter.get("strategy") == "mlp" and set(state) == {
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+    }:
+        tensors = {"w1": state["0.weight"], "b1": state["0.bias"]}
+        return "mlp", {**tensors, "w2": state["3.weight"], "b2": state["3.bias"]}, adapter
+    raise InputError(
+        f"teacher {teacher_dir.name[:12]} was adapted by {adapter.get('strategy')!r}: only "
+        "logreg and mlp heads on the frozen encoder can be served over a shared backbone"
+    )
+
+
+def _find_backbone(root: Path, teacher_id: str) -> Path | None:
+    """The backbone already exported for this encoder (same weights, pooling, max_length)."""
+    import json
+
+    for card in sorted(Path(root).glob("*/card.json")):
+        if json.loads(card.read_text(encoding="utf-8")).get("teacher_id") == teacher_id:
+            return card.parent
+    return None
+
+
+def register_teacher_head(teacher_model_id: str, registry: Any = None) -> tuple[str, Path]:
+    """Export a registered teacher's head as a head bundle over its encoder's backbone (exported
+    once per encoder into artifacts()/backbones/) and register it as a baseline model whose
+    parent is the teacher. Returns (model id, backbone folder)."""
+    import shutil
+    import uuid
+
+    from modelfab import paths
+    from modelfab.export.manifest import dir_bytes
+    from modelfab.registry import Registry
+    from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
+
+    registry = registry or Registry()
+    teacher = registry.get_model(teacher_model_id)
+    if teacher.role != "teacher" or not teacher.artifact_path:
+        raise InputError(f"model {teacher.id[:12]} is a {teacher.role}, not an adapted teacher")
+    kind, tensors, adapter = _teacher_head(Path(teacher.artifact_path))
+    source = adapter["lineage"]["teacher"]["path"]
+    encoder = HFTextEncoder(EncoderConfig(path=source, max_length=int(adapter["max_length"])))
+    backbones = paths.artifacts() / "backbones"
+    backbone = _find_backbone(backbones, encoder.id) or export_backbone(
+        encoder, backbones, CALIB_TEXTS
+    )
+    model_id = uuid.uuid4().hex
+    out = paths.artifacts() / "models" / model_id
+    strategy = str(adapter["strategy"])
+    card = {"lineage": {**adapter["lineage"], "model_id": model_id, "parent_model_id": teacher.id}}
+    write_head_bundle(
+        out,
+        kind=kind,
+        tensors=tensors,
+        labels=list(adapter["classes"]),
+        backbone_sha256=backbone.name,
+        card=card,
+    )
+    try:
+        registry.add_model(
+            model_id=model_id,
+            run_id=teacher.run_id,
+            scenario_id=teacher.scenario_id,
+            name=f"teacher-{strategy}-head",
+            role="baseline",
+            family=f"hf-encoder+{strategy}",
+            parent_id=teacher.id,
+            recipe={"form": "head", "kind": kind, "backbone_sha256": backbone.name},
+            artifact_path=str(out),
+            size_bytes=dir_bytes(out),
+        )
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return model_id, backbone
