@@ -394,3 +394,25 @@ def test_serving_path_imports_neither_torch_nor_transformers():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_requests_waiting_when_a_model_is_unloaded_are_told_so():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelfab.serve.batcher import Unloaded
+
+    async def main():
+        config = BatchConfig(max_batch=1, max_wait_ms=0, timeout_s=5)
+        batcher = MicroBatcher(RecordingEngine(delay=0.3), config, ThreadPoolExecutor(1), Metrics())
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(None, ["a"]))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(batcher.submit(None, ["b"]))
+        await asyncio.sleep(0)
+        await batcher.stop()
+        return await asyncio.gather(running, waiting, return_exceptions=True)
+
+    start = time.monotonic()
+    running, waiting = asyncio.run(main())
+    assert isinstance(running, Unloaded) and isinstance(waiting, Unloaded)
+    assert time.monotonic() - start < 2  # told at once, not after timeout_s

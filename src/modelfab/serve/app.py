@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from modelfab import __version__
 from modelfab.serve import protocol as p
-from modelfab.serve.batcher import InferenceTimeout, QueueFull
+from modelfab.serve.batcher import InferenceTimeout, QueueFull, Unloaded
 from modelfab.serve.catalog import Catalog, DirectoryCatalog, RegistryCatalog
 from modelfab.serve.config import ServeConfig
 from modelfab.serve.host import ModelHost, Served
@@ -266,6 +266,8 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
         served.inflight += 1
         try:
             return await host.batcher(served).submit(served.head, texts)
+        except Unloaded:
+            raise p.ProtocolError(503, f"model {served.name!r} was unloaded") from None
         except QueueFull:
             raise p.ProtocolError(
                 503, f"model {served.name!r} queue is full, retry later"

@@ -27,6 +27,10 @@ class QueueFull(Exception):
     """The batcher's queue is at its bound."""
 
 
+class Unloaded(QueueFull):
+    """The model was unloaded while the request waited."""
+
+
 class InferenceTimeout(Exception):
     """A request waited longer than timeout_s."""
 
@@ -44,6 +48,7 @@ class MicroBatcher:
         self.batch_size = metrics.batch_size.labels(engine.key)
         self.batch_seconds = metrics.batch_seconds.labels(engine.key)
         self._carry: Pending | None = None
+        self._running: list[Pending] = []  # the batch being run now
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -53,10 +58,12 @@ class MicroBatcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        waiting = [*self._running, *([self._carry] if self._carry else [])]
         while not self.queue.empty():
-            *_, future = self.queue.get_nowait()
+            waiting.append(self.queue.get_nowait())
+        for *_, future in waiting:
             if not future.done():
-                future.set_exception(QueueFull("model was unloaded"))
+                future.set_exception(Unloaded())
 
     async def submit(self, head: Head | None, texts: Sequence[str]) -> np.ndarray:
         """Probabilities for `texts`; QueueFull or InferenceTimeout instead of waiting forever."""
@@ -108,6 +115,7 @@ class MicroBatcher:
             self.depth.set(self.queue.qsize())
             if not batch:
                 continue
+            self._running = batch
             items = [(head, texts) for head, texts, _ in batch]
             start = time.perf_counter()
             try:
