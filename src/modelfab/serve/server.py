@@ -27,6 +27,7 @@ def serve(config: ServeConfig, log_level: str = "info") -> None:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         access_log=False,
+        proxy_headers=False,  # no proxy is trusted: X-Forwarded-* are left alone
         log_config=None,
         log_level=log_level,
         backlog=2048,
