@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-fewshot lint format clean
+.PHONY: demo test test-fast bench bench-fewshot bench-serve lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ bench: $(STAMP)
 bench-fewshot: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,fewshot]"
 	$(PY) -m modelfab.bench.fewshot
+
+# `modelfab serve` under load from a second process on loopback; writes bench-results/serve.json.
+bench-serve: $(STAMP)
+	$(PY) -m modelfab.serve.bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -706,6 +706,67 @@ def demo(
     run_demo(out_dir, console=out)
 
 
+@app.command("export-head")
+def export_head(
+    teachers: Annotated[list[str], typer.Argument(help="adapted teacher model ids (logreg/mlp)")],
+) -> None:
+    """Register a teacher's head as a head model over a shared backbone (exported once per
+    encoder): `modelfab serve` then runs that backbone once per batch for all such heads."""
+    from modelfab.export.shared import register_teacher_head
+
+    for teacher in teachers:
+        model_id, backbone = register_teacher_head(teacher)
+        out.print(f"head model {model_id[:12]} over backbone {backbone.name[:12]}")
+
+
+@app.command()
+def serve(
+    models: Annotated[
+        str | None, typer.Option(help="comma-separated served names or model ids (default: all)")
+    ] = None,
+    bundles_dir: Annotated[
+        Path | None, typer.Option(help="serve the bundle folders under this directory instead")
+    ] = None,
+    host: Annotated[str, typer.Option(help="address to bind (loopback by default)")] = "127.0.0.1",
+    port: int = 8080,
+    max_batch: Annotated[int, typer.Option(help="texts per micro-batch")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="wait for a batch to fill")] = 2.0,
+    queue_size: Annotated[int, typer.Option(help="queued requests per batcher (then 503)")] = 256,
+    max_concurrency: Annotated[
+        int, typer.Option(help="in-flight requests per model (then 429)")
+    ] = 128,
+    timeout_s: Annotated[float, typer.Option(help="request timeout (then 504)")] = 10.0,
+    max_body_bytes: Annotated[int, typer.Option(help="larger bodies get 413")] = 1 << 20,
+    max_texts: Annotated[int, typer.Option(help="texts per request (then 413)")] = 256,
+    refresh_s: Annotated[
+        float, typer.Option(help="rescan for new models every N s; 0: never")
+    ] = 5.0,
+    threads: Annotated[int, typer.Option(help="threads running batches")] = 2,
+    log_level: str = "info",
+) -> None:
+    """Serve models over HTTP: KServe v2 (Open Inference Protocol), /v1 JSON, /metrics.
+
+    Load/unload/reload need the bearer token in the MODELFAB_SERVE_TOKEN environment variable
+    (they are disabled without it); see docs/serving.md."""
+    from modelfab.serve.config import BatchConfig, ServeConfig
+    from modelfab.serve.server import serve as run_server
+
+    batch = BatchConfig(max_batch, max_wait_ms, queue_size, max_concurrency, timeout_s)
+    config = ServeConfig(
+        host=host,
+        port=port,
+        bundles_dir=bundles_dir,
+        models=tuple(_csv(models) or ()),
+        batch=batch,
+        max_body_bytes=max_body_bytes,
+        max_texts=max_texts,
+        admin_token=ServeConfig.token_from_env(),
+        refresh_s=refresh_s,
+        inference_threads=threads,
+    )
+    run_server(config, log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ModelfabError -> one line on stderr and its exit code."""
     command = typer.main.get_command(app)

@@ -40,8 +40,11 @@ def write_manifest(bundle_dir: Path) -> dict[str, str]:
     return manifest
 
 
-def verify_bundle(path: Path) -> dict[str, str]:
+def verify_bundle(path: Path, required: tuple[str, ...] = REQUIRED) -> dict[str, str]:
     """Check a bundle against its manifest and return the manifest.
+
+    `required` names the files the manifest must list (other bundle kinds, such as the serving
+    heads and backbones in export/heads.py, require other files).
 
     Raises NotFoundError if the bundle does not exist, IntegrityError (one line naming the file)
     if a file is missing, unlisted, or does not match its hash.
@@ -59,7 +62,7 @@ def verify_bundle(path: Path) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()
     ):
         raise IntegrityError(f"bundle {path}: {MANIFEST} is not a {{file: sha256}} mapping")
-    for name in REQUIRED:
+    for name in required:
         if name not in manifest:
             raise IntegrityError(f"bundle {path}: {name} is not listed in {MANIFEST}")
     for name, expected in sorted(manifest.items()):
