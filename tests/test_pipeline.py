@@ -105,12 +105,15 @@ def test_every_family_and_compression_becomes_a_registered_variant(
         "transformer-l2-pruned-int8",
         "static-embedding-int8",
         "hashed-ngram-int8",
+        "ensemble-int8",
     } <= set(by_variant)
+    assert by_variant["ensemble-int8"]["family"] == "ensemble"
     assert sum(r["chosen"] for r in result.records) == 1
     for name, parent in [
         ("transformer-l2-fp32", "transformer-l2-int8"),
         ("transformer-l1-dropped-int8", "transformer-l2-int8"),
         ("transformer-l2-pruned-int8", "transformer-l2-int8"),
+        ("ensemble-int8", "transformer-l2-pruned-int8"),
     ]:
         model = registry.get_model(by_variant[name]["model_id"])
         assert model.parent_id == by_variant[parent]["model_id"]

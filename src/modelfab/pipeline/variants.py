@@ -14,6 +14,7 @@ from torch import nn
 from modelfab.compress.derive import CompressConfig, layer_dropped, pruned
 from modelfab.distill.bag import BagStudentConfig, HashedNgramStudent, StaticEmbeddingStudent
 from modelfab.distill.base import DistillData, TokenStudent
+from modelfab.distill.ensemble import EnsembleClassifier
 from modelfab.distill.transformer import TransformerStudent, TransformerStudentConfig
 from modelfab.errors import InputError
 from modelfab.export.bundle import ExportRecipe
@@ -137,7 +138,46 @@ def student_variants(
             variants += _compressed(student, data, config.compress, f"{base}-{main.name}")
         else:
             variants += _variants_of(student, family, None, [main], [meter.record])
+    if config.ensemble:
+        variants += _ensemble(variants, main)
     return variants
+
+
+def _ensemble(variants: list[Variant], export: ExportRecipe) -> list[Variant]:
+    """One candidate averaging the bag students and the smallest transformer (the pruned one
+    when there is one): a few gathers on top of that transformer's cost. None when fewer than
+    two members exist or their tokenizers differ."""
+    mains = [v for v in variants if v.role == "student" and v.export == export]
+    bags = [v for v in mains if v.family != "transformer" and v.parent is None]
+    transformers = [v for v in mains if v.family == "transformer"]
+    pruned = [v for v in transformers if "-pruned" in v.name]
+    members = bags + (pruned or [v for v in transformers if v.parent is None])[:1]
+    if len(members) < 2 or len({len(v.tokenizer) for v in members}) > 1:
+        return []
+    tokenizer = members[0].tokenizer
+    module = EnsembleClassifier(
+        [v.module for v in members], [v.max_length for v in members], tokenizer.sep_token_id
+    )
+    names = [v.name for v in members]
+    recipe = {
+        "family": "ensemble",
+        "members": names,
+        "combine": "mean of the members' class probabilities",
+        "compression": {"ensemble": names},
+    }
+    return [
+        Variant(
+            name=f"ensemble-{export.name}",
+            role="student",
+            family="ensemble",
+            module=module,
+            tokenizer=tokenizer,
+            max_length=module.max_length,
+            recipe=recipe,
+            export=export,
+            parent=members[-1].name,
+        )
+    ]
 
 
 def _compressed(
@@ -180,6 +220,7 @@ class StudentsConfig:
     compress: CompressConfig | None = field(default_factory=CompressConfig)
     quantizations: tuple[str, ...] = ("dynamic-int8", "static-int8", "fp32")
     optimizations: tuple[str, ...] = ("basic", "disable")
+    ensemble: bool = True  # one more candidate: the bag students + the smallest transformer
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
