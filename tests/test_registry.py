@@ -20,6 +20,7 @@ TABLES = {
     "costs",
     "trials",
     "bench_results",
+    "factory_runs",
 }
 
 

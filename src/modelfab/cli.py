@@ -286,6 +286,45 @@ def recipe_check(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")
     out.print(f"{loaded.recipe.name}: {len(loaded.scenarios)} scenarios; data: {sources or '-'}")
 
 
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    engine: Annotated[str, typer.Option(help="local (a process pool) or ray")] = "local",
+    workers: Annotated[int, typer.Option(help="scenarios built at once")] = 1,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per scenario (default: cores / workers)")
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="teacher for every scenario (a local HF model directory)")
+    ] = None,
+    only: Annotated[str | None, typer.Option(help="just these scenarios, comma-separated")] = None,
+) -> None:
+    """Build every scenario of a recipe; unchanged ones are skipped, a killed run resumes."""
+    from modelfab.factory.display import FactoryDisplay
+    from modelfab.factory.orchestrate import RunOptions, run_recipe
+
+    options = RunOptions(
+        engine=engine,
+        workers=workers,
+        address=address,
+        threads=threads,
+        teacher=teacher,
+        only=_csv(only) or [],
+    )
+    run = run_recipe(recipe, options, display=FactoryDisplay())
+    counts = {s: sum(i["status"] == s for i in run.scenarios) for s in ("built", "skipped")}
+    failed = [i for i in run.scenarios if i["status"] == "failed"]
+    out.print(
+        f"factory run {run.id[:12]} {run.status}: {counts['built']} built, "
+        f"{counts['skipped']} skipped, {len(failed)} failed; `modelfab report {run.id[:12]}`"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
 @models_app.command("list")
 def models_list(scenario: Annotated[str | None, typer.Option()] = None) -> None:
     """List models, newest last."""
