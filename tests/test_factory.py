@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -174,3 +175,40 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_models(tmp_path, tiny_
     factory_runs = registry.list_factory_runs()
     assert len(factory_runs) == 1 and factory_runs[0].status == "succeeded"
     assert sorted(i["order"] for i in factory_runs[0].scenarios) == [1, 2, 3]
+
+
+def test_report_writes_the_marginal_cost_ledger(home, tmp_path, tiny_teacher_dir, capsys):
+    from modelfab.factory.ledger import ledger
+
+    recipe = write_recipe(tmp_path / "r", tiny_teacher_dir)
+    run = run_recipe(recipe, RunOptions(threads=1))
+    registry = Registry()
+    book = ledger(registry, run.id[:8], price_per_core_hour=2.0)
+    rows = {s.scenario: s for s in book.scenarios}
+    assert [s.order for s in book.scenarios] == [1, 2, 3]
+    for item in run.scenarios:
+        s = rows[item["scenario"]]
+        costs = registry.costs(run_id=item["run_id"])
+        assert s.cpu_s == pytest.approx(sum(c.cpu_s for c in costs)) and s.cpu_s > 0
+        assert s.cost == pytest.approx(s.cpu_s / 3600 * 2.0)
+        assert s.models == 3 and s.chosen == "hashed-ngram-int8"
+        assert s.task_cpu_s is not None and s.task_cpu_s >= s.cpu_s * 0.5
+        # Not benchmarked: the bar cannot be judged, and the card-facing text says why.
+        assert not s.meets_bar and "not benchmarked" in s.misses[0]
+    # The first scenario encodes every text; the others find them in the cache.
+    first, *rest = book.scenarios
+    assert first.teacher_passes > 0 and first.cache_hits == 0
+    assert all(s.teacher_passes == 0 and s.cache_hits > 0 for s in rest)
+    summary = book.summary()
+    assert summary["first_cpu_s"] == first.cpu_s
+    median = statistics.median(s.cpu_s for s in rest)
+    assert summary["rest_over_first"] == pytest.approx(median / first.cpu_s)
+
+    out = tmp_path / "report"
+    assert main(["report", "tiny-factory", "--out", str(out), "--price-per-core-hour", "2"]) == 0
+    md = (out / "factory-report.md").read_text()
+    assert "tiny-science" in md and "core-hours" in md and "% of the first" in md
+    assert (out / "report-assets" / "factory-cost-curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (out / "factory-report.html").read_text()
+    assert main(["report", "no-such-run"]) == 3
+    assert main(["report", run.id, "--price-per-core-hour", "-1"]) == 2

@@ -325,6 +325,32 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+@app.command("report")
+def report_cmd(
+    run: Annotated[str, typer.Argument(help="factory run id (or prefix), or a recipe name")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the report goes")] = Path("."),
+    price_per_core_hour: Annotated[
+        float, typer.Option(help="price of one core-hour, for the cost in money")
+    ] = 0.05,
+    currency: str = "USD",
+) -> None:
+    """The marginal-cost ledger of a factory run: factory-report.md / .html and a cost curve."""
+    from modelfab.factory.ledger import ledger
+    from modelfab.factory.report import write_factory_report
+    from modelfab.registry import Registry
+
+    book = ledger(Registry(), run, price_per_core_hour, currency)
+    md, page = write_factory_report(book, out_dir)
+    summary = book.summary()
+    ratio = summary["rest_over_first"]
+    out.print(
+        f"{summary['scenarios']} scenarios, {summary['total_cpu_s']:.1f} CPU s = "
+        f"{summary['cost']:.4f} {currency}; median of 2..N = "
+        + ("-" if ratio is None else f"{100 * ratio:.1f} % of the first")
+    )
+    out.print(f"wrote {md} and {page}", soft_wrap=True)
+
+
 @models_app.command("list")
 def models_list(scenario: Annotated[str | None, typer.Option()] = None) -> None:
     """List models, newest last."""

@@ -166,7 +166,8 @@ def run_recipe(
         item.update(
             status=result.status,
             run_id=result.run_id,
-            wall_s=round(result.wall_s, 3),
+            task_wall_s=round(result.wall_s, 3),
+            task_cpu_s=round(result.cpu_s, 3),
             error=result.error,
             models=len(result.model_ids),
         )

@@ -38,7 +38,8 @@ class TaskResult:
     run_id: str | None = None  # the build run that made the models (an earlier one if skipped)
     teacher_id: str | None = None
     model_ids: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # the whole task: data, split, every stage, registry writes
+    cpu_s: float = 0.0  # CPU of this process (and its waited-for children) over the task
     error: str | None = None
     pid: int = 0
 
@@ -70,19 +71,24 @@ def _environment(task: ScenarioTask):
 
 def run_task(task: ScenarioTask) -> TaskResult:
     """Build one scenario unless its models exist; errors come back in the result."""
+    import psutil
+
     from modelfab.factory.keys import teacher_model_id
     from modelfab.factory.options import BuildOptions
     from modelfab.pipeline.build import build
     from modelfab.registry import Registry
+    from modelfab.registry.ledger import _cpu_seconds
 
-    started = time.perf_counter()
+    proc = psutil.Process()
+    started, cpu0 = time.perf_counter(), _cpu_seconds(proc)
     teacher_id = teacher_model_id(task.key)
     result = TaskResult(task.scenario, task.key, "failed", teacher_id=teacher_id, pid=os.getpid())
     with _environment(task):
         registry = Registry()
         try:
-            existing = [m for m in registry.list_models(task.scenario) if m.run_id]
-            done = next((m for m in existing if m.id == teacher_id), None)
+            done = next(
+                (m for m in registry.list_models(task.scenario) if m.id == teacher_id), None
+            )
             if done is not None:
                 result.status, result.run_id = "skipped", done.run_id
             else:
@@ -99,6 +105,7 @@ def run_task(task: ScenarioTask) -> TaskResult:
         finally:
             registry.close()
     result.wall_s = time.perf_counter() - started
+    result.cpu_s = _cpu_seconds(proc) - cpu0
     return result
 
 

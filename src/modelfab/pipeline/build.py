@@ -377,6 +377,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home, key)
     chosen = choice.record["variant"]
     for r in records:
         r["chosen"] = r["variant"] == chosen
+    from modelfab.factory.bar import student_bar
+
+    bar = student_bar(records)  # the students issue's bar; what missed, by how much
     for v, r in zip(variants, records[1:], strict=True):
         finish_card(
             v.bundle,
@@ -394,6 +397,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home, key)
                 },
                 "bench": benches.get(v.name),
                 "choice": {**card_entry(choice), "chosen": r["chosen"]},
+                "bar": bar,
                 "adaptation": {"chosen": head.name, "val_macro_f1": adaptation.scores},
                 "cost": _cost_summary(v.costs),
                 "data": {k: len(t) for k, t in texts.items()} | {"unlabeled": len(pool)},
