@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-fewshot lint format clean
+.PHONY: demo test test-fast bench bench-fewshot bench-factory lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 bench-fewshot: $(STAMP)
 	$(PY) -m pip install -q -e ".[dev,fewshot]"
 	$(PY) -m modelfab.bench.fewshot
+
+# The factory: 20+ scenarios from one recipe, marginal cost, SIGKILL-resume and Ray checks.
+bench-factory: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m modelfab.factory.bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
