@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -212,3 +213,38 @@ def test_report_writes_the_marginal_cost_ledger(home, tmp_path, tiny_teacher_dir
     assert "data:image/png;base64," in (out / "factory-report.html").read_text()
     assert main(["report", "no-such-run"]) == 3
     assert main(["report", run.id, "--price-per-core-hour", "-1"]) == 2
+
+
+def test_display_shows_scenarios_and_stages():
+    import io
+
+    from rich.console import Console
+
+    from modelfab.factory.display import FactoryDisplay
+    from modelfab.factory.task import TaskResult
+
+    for live in (True, False):
+        buffer = io.StringIO()
+        console = Console(file=buffer, force_terminal=live, width=120)
+        with FactoryDisplay(console=console, live=live) as display:
+            display.start(total=3, done=1, name="tiny-factory")
+            display.stage("tiny-games", "distill:hashed-ngram")
+            display.finished(TaskResult("tiny-games", "k", "built", model_ids=["a", "b"]))
+            display.finished(TaskResult("tiny-all", "k", "failed", error="InputError: bad\nmore"))
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue())  # no ANSI codes
+        assert "[2/3] tiny-games: built" in text and "2 models" in text
+        assert "[3/3] tiny-all: failed: InputError: bad" in text and "more" not in text
+        assert ("distill:hashed-ngram" in text) == live  # stages only on the live display
+
+
+@pytest.mark.slow
+def test_process_pool_builds_the_same_models(tmp_path, monkeypatch, tiny_teacher_dir):
+    monkeypatch.delenv("MODELFAB_REGISTRY_URL", raising=False)
+    recipe = write_recipe(tmp_path / "r", tiny_teacher_dir, classes=("games",))
+    found = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / f"w{workers}"))
+        run = run_recipe(recipe, RunOptions(workers=workers, threads=1))
+        assert [i["status"] for i in run.scenarios] == ["built", "built"]
+        found[workers] = models_and_metrics(Registry())
+    assert len(found[2]) == 6 and found[2] == found[1]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from modelfab.factory.task import TaskResult
 
@@ -58,14 +59,16 @@ class FactoryDisplay:
             self._overall = self._progress.add_task(f"{name}: scenarios", total=total)
             self._progress.update(self._overall, completed=done)
         else:
-            self.console.print(f"{name}: {total} scenarios, {done} already done")
+            self.console.print(
+                escape(f"{name}: {total} scenarios, {done} already done"), highlight=False
+            )
 
     def stage(self, scenario: str, stage: str) -> None:
         if scenario not in self._started:
             self._started[scenario] = time.perf_counter()
         if self._progress is None:
             return
-        text = f"  {scenario}: {stage}"
+        text = escape(f"  {scenario}: {stage}")
         if scenario not in self._rows:
             self._rows[scenario] = self._progress.add_task(text, total=None)
         else:
@@ -75,17 +78,17 @@ class FactoryDisplay:
         self.done += 1
         if result.status == "failed":
             first = (result.error or "").splitlines()[0] if result.error else ""
-            what = f"[red]failed[/red]: {first}"
+            what = f"[red]failed[/red]: {escape(first)}"
         elif result.status == "skipped":
             what = "skipped (unchanged inputs and config; models in the registry)"
         else:
             what = f"built in {result.wall_s:.1f} s, {len(result.model_ids)} models"
-        line = f"[{self.done}/{self.total}] {result.scenario}: {what}"
+        line = escape(f"[{self.done}/{self.total}] {result.scenario}: ") + what
         if self._progress is not None:
             row = self._rows.pop(result.scenario, None)
             if row is not None:
                 self._progress.remove_task(row)
             self._progress.update(self._overall, completed=self.done)
-            self._progress.console.print(line)
+            self._progress.console.print(line, highlight=False)
         else:
-            self.console.print(line, soft_wrap=True)
+            self.console.print(line, soft_wrap=True, highlight=False)

@@ -51,7 +51,12 @@ class LocalEngine:
 
     def _pool(self, tasks: list[ScenarioTask], on_stage: StageFn, on_done: DoneFn) -> None:
         ctx = mp.get_context("spawn")  # no fork of a process holding torch threads and SQLite
-        events = ctx.Manager().Queue()
+        with ctx.Manager() as manager:
+            self._pool_with(tasks, on_stage, on_done, ctx, manager.Queue())
+
+    def _pool_with(
+        self, tasks: list[ScenarioTask], on_stage: StageFn, on_done: DoneFn, ctx: Any, events: Any
+    ) -> None:
         stop = threading.Event()
 
         def drain() -> None:
@@ -121,15 +126,14 @@ class RayEngine:
             ray.init(address=self.address, **kwargs)
         try:
             remote = ray.remote(run_task_dict)
-            refs = {
-                remote.options(num_cpus=t.threads, max_retries=0).remote(t.to_dict()): t
-                for t in tasks
-            }
+            refs = {}
+            for t in tasks:
+                refs[remote.options(num_cpus=t.threads, max_retries=0).remote(t.to_dict())] = t
+                on_stage(t.scenario, "submitted to Ray")
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)
                 for ref in done:
-                    task = refs.pop(ref)
-                    on_stage(task.scenario, "done")
+                    refs.pop(ref)
                     on_done(TaskResult(**ray.get(ref)))
         finally:
             if started_here:
