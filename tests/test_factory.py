@@ -235,16 +235,3 @@ def test_display_shows_scenarios_and_stages():
         assert "[2/3] tiny-games: built" in text and "2 models" in text
         assert "[3/3] tiny-all: failed: InputError: bad" in text and "more" not in text
         assert ("distill:hashed-ngram" in text) == live  # stages only on the live display
-
-
-@pytest.mark.slow
-def test_process_pool_builds_the_same_models(tmp_path, monkeypatch, tiny_teacher_dir):
-    monkeypatch.delenv("MODELFAB_REGISTRY_URL", raising=False)
-    recipe = write_recipe(tmp_path / "r", tiny_teacher_dir, classes=("games",))
-    found = {}
-    for workers in (1, 2):
-        monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / f"w{workers}"))
-        run = run_recipe(recipe, RunOptions(workers=workers, threads=1))
-        assert [i["status"] for i in run.scenarios] == ["built", "built"]
-        found[workers] = models_and_metrics(Registry())
-    assert len(found[2]) == 6 and found[2] == found[1]
