@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench bench-fewshot bench-serve lint format clean
+.PHONY: demo test test-fast bench bench-fewshot bench-serve bench-factory lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench-fewshot: $(STAMP)
 # `modelfab serve` under load from a second process on loopback; writes bench-results/serve.json.
 bench-serve: $(STAMP)
 	$(PY) -m modelfab.serve.bench
+
+# The factory: 20+ scenarios from one recipe, marginal cost, SIGKILL-resume and Ray checks.
+bench-factory: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m modelfab.factory.bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -22,6 +22,7 @@ TABLES = {
     "costs",
     "trials",
     "bench_results",
+    "factory_runs",
 }
 
 

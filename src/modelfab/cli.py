@@ -286,6 +286,71 @@ def recipe_check(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")
     out.print(f"{loaded.recipe.name}: {len(loaded.scenarios)} scenarios; data: {sources or '-'}")
 
 
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    engine: Annotated[str, typer.Option(help="local (a process pool) or ray")] = "local",
+    workers: Annotated[int, typer.Option(help="scenarios built at once")] = 1,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads per scenario (default: cores / workers)")
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="teacher for every scenario (a local HF model directory)")
+    ] = None,
+    only: Annotated[str | None, typer.Option(help="just these scenarios, comma-separated")] = None,
+) -> None:
+    """Build every scenario of a recipe; unchanged ones are skipped, a killed run resumes."""
+    from modelfab.factory.display import FactoryDisplay
+    from modelfab.factory.orchestrate import RunOptions, run_recipe
+
+    options = RunOptions(
+        engine=engine,
+        workers=workers,
+        address=address,
+        threads=threads,
+        teacher=teacher,
+        only=_csv(only) or [],
+    )
+    run = run_recipe(recipe, options, display=FactoryDisplay())
+    counts = {s: sum(i["status"] == s for i in run.scenarios) for s in ("built", "skipped")}
+    failed = [i for i in run.scenarios if i["status"] == "failed"]
+    out.print(
+        f"factory run {run.id[:12]} {run.status}: {counts['built']} built, "
+        f"{counts['skipped']} skipped, {len(failed)} failed; `modelfab report {run.id[:12]}`"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[str, typer.Argument(help="factory run id (or prefix), or a recipe name")],
+    out_dir: Annotated[Path, typer.Option("--out", help="where the report goes")] = Path("."),
+    price_per_core_hour: Annotated[
+        float, typer.Option(help="price of one core-hour, for the cost in money")
+    ] = 0.05,
+    currency: str = "USD",
+) -> None:
+    """The marginal-cost ledger of a factory run: factory-report.md / .html and a cost curve."""
+    from modelfab.factory.ledger import ledger
+    from modelfab.factory.report import write_factory_report
+    from modelfab.registry import Registry
+
+    book = ledger(Registry(), run, price_per_core_hour, currency)
+    md, page = write_factory_report(book, out_dir)
+    summary = book.summary()
+    ratio = summary["rest_over_first"]
+    out.print(
+        f"{summary['scenarios']} scenarios, {summary['total_cpu_s']:.1f} CPU s = "
+        f"{summary['cost']:.4f} {currency}; median of 2..N = "
+        + ("-" if ratio is None else f"{100 * ratio:.1f} % of the first")
+    )
+    out.print(f"wrote {md} and {page}", soft_wrap=True)
+
+
 @models_app.command("list")
 def models_list(scenario: Annotated[str | None, typer.Option()] = None) -> None:
     """List models, newest last."""

@@ -37,3 +37,23 @@ def track_items(items: list, description: str) -> Iterator:
         for item in items:
             yield item
             advance(1)
+
+
+# Stage events: every metered stage (registry.ledger.Meter) announces itself here, so a
+# front end (the factory's progress display) can show which stage each scenario is in.
+_stage_listeners: list[Callable[[str], None]] = []
+
+
+@contextlib.contextmanager
+def on_stage(callback: Callable[[str], None]) -> Iterator[None]:
+    """Call `callback(stage)` whenever a metered stage starts inside the block."""
+    _stage_listeners.append(callback)
+    try:
+        yield
+    finally:
+        _stage_listeners.remove(callback)
+
+
+def stage_started(stage: str) -> None:
+    for callback in list(_stage_listeners):
+        callback(stage)

@@ -6,6 +6,7 @@ drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +29,13 @@ class BuildOptions(BaseModel):
     layers: int = Field(default=2, ge=1)  # transformer student layers
     student_max_length: int = Field(default=32, ge=8, le=512)
     epochs: int = Field(default=3, ge=1)
+    # Optimizer steps every student trains for at least (None: each family's default).
+    min_steps: int | None = Field(default=None, ge=0)
+    bag_epochs: int | None = Field(default=None, ge=1)  # bag students (None: their default)
     compress: bool = True  # layer-dropped, pruned and other-precision variants
     bench: bool = True
+    bench_threads: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
+    bench_seconds: float = Field(default=4.0, gt=0)  # per model and thread count, at most
     max_latency_ms: float | None = Field(default=None, gt=0)
     max_size_mb: float | None = Field(default=None, gt=0)
     min_f1: float | None = Field(default=None, ge=0, le=1)
@@ -49,24 +55,44 @@ class BuildOptions(BaseModel):
         from modelfab.pipeline.variants import StudentsConfig
 
         students = StudentsConfig(families=tuple(self.families))
+        bag: dict = {}
+        if self.min_steps is not None:
+            bag["min_steps"] = self.min_steps
+        if self.bag_epochs is not None:
+            bag["epochs"] = self.bag_epochs
+        if bag:
+            students = dataclasses.replace(
+                students,
+                static=dataclasses.replace(students.static, **bag),
+                hashed=dataclasses.replace(students.hashed, **bag),
+            )
         if not self.compress:
             students = StudentsConfig(
                 families=students.families,
+                static=students.static,
+                hashed=students.hashed,
                 compress=None,
                 quantizations=("dynamic-int8",),
                 optimizations=(),
             )
+        transformer = TransformerStudentConfig(
+            layers=self.layers, epochs=self.epochs, max_length=self.student_max_length
+        )
+        if self.min_steps is not None:
+            transformer = dataclasses.replace(transformer, min_steps=self.min_steps)
         return BuildConfig(
             teacher=TeacherConfig(
                 path=self.teacher, max_length=self.max_length, precision=self.precision
             ),
             adapt=tuple(self.adapt),
             adapt_budget_s=self.budget_s,
-            student=TransformerStudentConfig(
-                layers=self.layers, epochs=self.epochs, max_length=self.student_max_length
-            ),
+            student=transformer,
             students=students,
-            bench=BenchConfig(enabled=self.bench),
+            bench=BenchConfig(
+                enabled=self.bench,
+                threads=tuple(self.bench_threads),
+                max_seconds=self.bench_seconds,
+            ),
             budget=Budget(
                 max_latency_ms=self.max_latency_ms, max_size_mb=self.max_size_mb, min_f1=self.min_f1
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -116,21 +117,39 @@ def save_teacher(workspace, teacher_id, head, encoder, teacher, classes, lineage
     return teacher_dir
 
 
+def variant_id(key: str | None, variant: str) -> str:
+    """A model's id: random without a build key; with one, sha256 of key and variant name, so
+    the same build (same inputs and config) always produces the same ids."""
+    if key is None:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"{key}/{variant}".encode()).hexdigest()[:32]
+
+
 def build(
-    name: str, config: BuildConfig | None = None, registry: Registry | None = None
+    name: str,
+    config: BuildConfig | None = None,
+    registry: Registry | None = None,
+    key: str | None = None,
 ) -> BuildResult:
-    """Build teacher and student models for scenario `name`; return bench-format records."""
+    """Build teacher and student models for scenario `name`; return bench-format records.
+
+    `key` (a content hash of the build's inputs and config, see factory/keys.py) makes the
+    model ids deterministic: `variant_id(key, variant)`, the teacher's variant being "teacher".
+    """
     config = config or BuildConfig()
     home, artifacts = paths.home(), paths.artifacts()
     registry = registry or Registry()
     spec, data, scenario = load_scenario(name, registry, home)
     _check_splits(name, data)
     sweep_orphans(artifacts, registry)
-    run_id = registry.start_run(scenario.id, "build", config.to_dict())
+    run_id = uuid.uuid4().hex
+    # Staging exists before the run row, so a build killed at any moment leaves a folder that
+    # names its run: the next sweep closes that run (see workspace.sweep_orphans).
     workspace = Workspace(artifacts, run_id)
     succeeded = False
     try:
-        result = _build(scenario, spec, data, config, registry, run_id, workspace, home)
+        registry.start_run(scenario.id, "build", config.to_dict(), run_id=run_id)
+        result = _build(scenario, spec, data, config, registry, run_id, workspace, home, key)
         registry.finish_run(run_id, "succeeded")
         succeeded = True
     except BaseException as exc:
@@ -143,7 +162,7 @@ def build(
     return result
 
 
-def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> BuildResult:
+def _build(scenario, spec, data, config, registry, run_id, workspace, home, key) -> BuildResult:
     name = scenario.name
     classes = data.classes
     y = {
@@ -242,7 +261,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
     teacher_module = SequenceClassifier(encoder, head.head()).eval()
     variants.append(baseline_variant(teacher_module, teacher, head.name))
 
-    teacher_id = uuid.uuid4().hex
+    teacher_id = variant_id(key, "teacher")
+    for v in variants:
+        v.model_id = variant_id(key, v.name)
     lineage = {
         "dataset_id": scenario.dataset_id,
         "scenario": name,
@@ -356,6 +377,9 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
     chosen = choice.record["variant"]
     for r in records:
         r["chosen"] = r["variant"] == chosen
+    from modelfab.factory.bar import student_bar
+
+    bar = student_bar(records)  # the students issue's bar; what missed, by how much
     for v, r in zip(variants, records[1:], strict=True):
         finish_card(
             v.bundle,
@@ -373,6 +397,7 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home) -> B
                 },
                 "bench": benches.get(v.name),
                 "choice": {**card_entry(choice), "chosen": r["chosen"]},
+                "bar": bar,
                 "adaptation": {"chosen": head.name, "val_macro_f1": adaptation.scores},
                 "cost": _cost_summary(v.costs),
                 "data": {k: len(t) for k, t in texts.items()} | {"unlabeled": len(pool)},

@@ -73,13 +73,9 @@ class Workspace:
 
 
 def sweep_orphans(artifacts: Path, registry: Registry) -> list[Path]:
-    """Remove what builds killed before finishing left behind; returns the removed paths."""
+    """Remove what builds killed before finishing left behind and close their runs (see
+    `Registry.close_interrupted_run`); returns the removed paths."""
     removed: list[Path] = []
-    staging = artifacts / ".staging"
-    for entry in sorted(staging.iterdir()) if staging.is_dir() else []:
-        if _owner_dead(entry):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
     pending = artifacts / ".pending"
     for journal in sorted(pending.glob("*.json")) if pending.is_dir() else []:
         if not _owner_dead(journal):
@@ -91,4 +87,11 @@ def sweep_orphans(artifacts: Path, registry: Registry) -> list[Path]:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         journal.unlink()
+    # After the journals: a run is closed once its folders are settled.
+    staging = artifacts / ".staging"
+    for entry in sorted(staging.iterdir()) if staging.is_dir() else []:
+        if _owner_dead(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+            registry.close_interrupted_run(entry.name.rsplit(".", 1)[0])
     return removed

@@ -4,6 +4,7 @@ from modelfab.registry.ledger import CostRecord, Meter
 from modelfab.registry.store import (
     CostEntry,
     DatasetRecord,
+    FactoryRunRecord,
     ModelRecord,
     Registry,
     RunRecord,
@@ -14,6 +15,7 @@ __all__ = [
     "CostEntry",
     "CostRecord",
     "DatasetRecord",
+    "FactoryRunRecord",
     "Meter",
     "ModelRecord",
     "Registry",

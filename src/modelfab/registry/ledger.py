@@ -105,6 +105,9 @@ class Meter:
             self._sample()
 
     def __enter__(self) -> Meter:
+        from modelfab.progress import stage_started
+
+        stage_started(self.stage)
         self._record = None
         self._peak = 0
         self._stop.clear()

@@ -164,3 +164,25 @@ class BenchResult(Base):
     flops_fraction_of_peak: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FactoryRun(Base):
+    """One `modelfab run RECIPE`: which scenarios it built, in which order, on which engine.
+
+    `scenarios` is a list of `{scenario, key, teacher_id, run_id, order, status, skipped}`,
+    written by the one process that orchestrates the run; a resumed run continues its row.
+    """
+
+    __tablename__ = "factory_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    recipe_name: Mapped[str] = mapped_column(String(200), index=True)
+    recipe_sha: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    engine: Mapped[str] = mapped_column(String(50))
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    config: Mapped[dict[str, Any]]
+    scenarios: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

@@ -48,6 +48,7 @@ from modelfab.registry.schema import (
     BenchResult,
     Cost,
     Dataset,
+    FactoryRun,
     Metric,
     Model,
     Run,
@@ -101,6 +102,37 @@ class RunRecord:
     finished_at: datetime | None
     error: str | None
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FactoryRunRecord:
+    id: str
+    recipe_name: str
+    recipe_sha: str
+    status: str
+    engine: str
+    pid: int
+    host: str
+    started_at: datetime
+    finished_at: datetime | None
+    config: dict[str, Any]
+    scenarios: list[dict[str, Any]]
+
+
+def _factory_run(row: FactoryRun) -> FactoryRunRecord:
+    return FactoryRunRecord(
+        row.id,
+        row.recipe_name,
+        row.recipe_sha,
+        row.status,
+        row.engine,
+        row.pid,
+        row.host,
+        _utc(row.started_at),
+        row.finished_at and _utc(row.finished_at),
+        dict(row.config),
+        [dict(item) for item in row.scenarios],
+    )
 
 
 @dataclass(frozen=True)
@@ -576,8 +608,14 @@ class Registry:
 
     # ---- runs -------------------------------------------------------------------------------
 
-    def start_run(self, scenario_id: str, kind: str, config: dict[str, Any] | None = None) -> str:
-        run_id = uuid.uuid4().hex
+    def start_run(
+        self,
+        scenario_id: str,
+        kind: str,
+        config: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        run_id = run_id or uuid.uuid4().hex
         with self._tx() as s:
             if s.get(Scenario, scenario_id) is None:
                 raise NotFoundError(f"scenario {scenario_id!r} not found")
@@ -595,6 +633,20 @@ class Registry:
             row.status, row.error, row.finished_at = status, error, utcnow()
             if status == "failed":
                 self._delete_run_models(s, run_id)
+
+    def close_interrupted_run(self, run_id: str) -> str | None:
+        """Close a run whose process died while it was "running": "succeeded" when its models
+        were committed (they are written in one transaction, so they are complete), else
+        "failed". Returns the new status, or None when the run is unknown or already closed."""
+        with self._tx() as s:
+            row = s.get(Run, run_id)
+            if row is None or row.status != "running":
+                return None
+            has_models = s.scalar(select(Model.id).where(Model.run_id == run_id).limit(1))
+            row.status = "succeeded" if has_models else "failed"
+            row.error = None if has_models else "interrupted: its process died"
+            row.finished_at = utcnow()
+            return row.status
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._sessions() as s:
@@ -879,3 +931,86 @@ class Registry:
             query = query.limit(limit)
         with self._sessions() as s:
             return [_bench_result(row, m, sc) for row, m, sc in s.execute(query)]
+
+    # ---- factory runs (modelfab run RECIPE) --------------------------------------------------
+
+    def start_factory_run(
+        self, recipe_name: str, recipe_sha: str, engine: str, pid: int, host: str, config: dict
+    ) -> FactoryRunRecord:
+        with self._tx() as s:
+            row = FactoryRun(
+                id=uuid.uuid4().hex,
+                recipe_name=recipe_name,
+                recipe_sha=recipe_sha,
+                engine=engine,
+                pid=pid,
+                host=host,
+                config=_json_object("factory run config", config),
+                scenarios=[],
+            )
+            s.add(row)
+            s.flush()
+            return _factory_run(row)
+
+    def update_factory_run(
+        self,
+        run_id: str,
+        *,
+        scenarios: list[dict[str, Any]] | None = None,
+        status: str | None = None,
+        pid: int | None = None,
+        engine: str | None = None,
+    ) -> FactoryRunRecord:
+        """Replace a factory run's scenario list and/or set its status (a closed status stamps
+        `finished_at`; "running" clears it) or the process that owns it."""
+        if status is not None and status not in RUN_STATUSES:
+            raise InputError(f"factory run status must be one of {RUN_STATUSES}, got {status!r}")
+        with self._tx() as s:
+            row = s.get(FactoryRun, run_id)
+            if row is None:
+                raise NotFoundError(f"factory run {run_id!r} not found")
+            if scenarios is not None:
+                row.scenarios = [_json_object("factory run scenario", x) for x in scenarios]
+            if status is not None:
+                row.status = status
+                row.finished_at = None if status == "running" else utcnow()
+            if pid is not None:
+                row.pid = pid
+            if engine is not None:
+                row.engine = engine
+            s.flush()
+            return _factory_run(row)
+
+    def get_factory_run(self, id_or_prefix: str) -> FactoryRunRecord:
+        """A factory run by id, unique id prefix, or recipe name (its latest run)."""
+        if not id_or_prefix:
+            raise InputError("empty factory run id")
+        with self._sessions() as s:
+            row = s.get(FactoryRun, id_or_prefix)
+            if row is None:
+                rows = s.scalars(
+                    select(FactoryRun)
+                    .where(FactoryRun.id.startswith(id_or_prefix, autoescape=True))
+                    .limit(2)
+                ).all()
+                if len(rows) > 1:
+                    raise InputError(f"factory run id prefix {id_or_prefix!r} is ambiguous")
+                row = rows[0] if rows else None
+            if row is None:
+                row = s.scalar(
+                    select(FactoryRun)
+                    .where(FactoryRun.recipe_name == id_or_prefix)
+                    .order_by(FactoryRun.started_at.desc())
+                    .limit(1)
+                )
+            if row is None:
+                raise NotFoundError(f"factory run {id_or_prefix!r} not found")
+            return _factory_run(row)
+
+    def list_factory_runs(self, recipe_sha: str | None = None) -> list[FactoryRunRecord]:
+        """Factory runs, oldest first; `recipe_sha` narrows to runs of one recipe text."""
+        query = select(FactoryRun).order_by(FactoryRun.started_at, FactoryRun.id)
+        if recipe_sha is not None:
+            query = query.where(FactoryRun.recipe_sha == recipe_sha)
+        with self._sessions() as s:
+            return [_factory_run(r) for r in s.scalars(query)]
