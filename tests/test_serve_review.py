@@ -159,3 +159,35 @@ def test_concurrent_rescans_do_not_unload_the_same_model_twice(bundles, tmp_path
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     assert sum("beta" in o["unloaded"] for o in outcomes) == 1
     assert "beta" not in models and "alpha" in models
+
+
+def test_two_concurrent_unloads_of_one_model_answer_200_and_404(bundles, tmp_path):
+    import httpx
+
+    app = create_app(ServeConfig(bundles_dir=_copy(bundles, tmp_path), admin_token=TOKEN))
+    unload, auth = "/v2/repository/models/beta/unload", {"Authorization": f"Bearer {TOKEN}"}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                async with app.state.host._lock:  # a load in progress: both unloads wait
+                    first = asyncio.ensure_future(c.post(unload, headers=auth))
+                    second = asyncio.ensure_future(c.post(unload, headers=auth))
+                    await asyncio.sleep(0.2)
+                return await asyncio.gather(first, second)
+
+    responses = asyncio.run(main())
+    assert sorted(r.status_code for r in responses) == [200, 404]
+    assert all("error" in r.json() for r in responses if r.status_code != 200)
+
+
+def test_a_bundle_whose_labels_do_not_fit_its_graph_is_refused(bundles, tmp_path):
+    root = _copy(bundles, tmp_path)
+    odd = root / "odd"
+    shutil.copytree(root / "alpha", odd)  # a 3-class graph
+    (odd / "labels.json").write_text(json.dumps(["only", "two"]))
+    write_manifest(odd)
+    with _client(root) as c:
+        index = {m["name"]: m["state"] for m in c.post("/v2/repository/index").json()}
+        assert index["odd"] == "UNAVAILABLE" and index["alpha"] == "READY"
