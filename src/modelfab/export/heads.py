@@ -58,6 +58,12 @@ def is_head_bundle(path: Path) -> bool:
     return (Path(path) / HEAD_JSON).is_file()
 
 
+def _is_sha256(value: object) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
 def _write_json(path: Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
@@ -99,7 +105,7 @@ def write_head_bundle(
     """Write a head bundle at `out_dir` atomically (see the module docstring for the layout)."""
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
         raise InputError("labels must be a non-empty list of unique strings")
-    if len(backbone_sha256) != 64 or any(c not in "0123456789abcdef" for c in backbone_sha256):
+    if not _is_sha256(backbone_sha256):
         raise InputError(f"backbone_sha256 must be 64 lowercase hex digits: {backbone_sha256!r}")
     dims = _check_tensors(kind, tensors, len(labels))
     out_dir = Path(out_dir)
@@ -162,6 +168,8 @@ def load_head(path: Path) -> Head:
         raise IntegrityError(f"bundle {path}: {HEAD_JSON} is not a {HEAD_FORMAT} description")
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise IntegrityError(f"bundle {path}: {LABELS} is not a list of strings")
+    if not _is_sha256(meta.get("backbone_sha256")):  # it becomes a folder name: no paths
+        raise IntegrityError(f"bundle {path}: backbone_sha256 in {HEAD_JSON} is not a sha256")
     try:
         tensors = load_file(str(path / HEAD_WEIGHTS))
         dims = _check_tensors(str(meta.get("kind")), tensors, len(labels))
@@ -173,7 +181,7 @@ def load_head(path: Path) -> Head:
         path=path,
         kind=str(meta["kind"]),
         labels=list(labels),
-        backbone_sha256=str(meta.get("backbone_sha256")),
+        backbone_sha256=str(meta["backbone_sha256"]),
         dim=dims["D"],
         tensors={k: v.astype(np.float32, copy=False) for k, v in tensors.items()},
     )

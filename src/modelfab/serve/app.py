@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from modelfab import __version__
+from modelfab.errors import NotFoundError
 from modelfab.serve import protocol as p
 from modelfab.serve.batcher import InferenceTimeout, QueueFull, Unloaded
 from modelfab.serve.catalog import Catalog, DirectoryCatalog, RegistryCatalog
@@ -479,9 +480,10 @@ def create_app(config: ServeConfig, catalog: Catalog | None = None) -> FastAPI:
     )  # fmt: skip
     async def repository_unload(name: str, authorization: str | None = Header(None)) -> dict:
         require_token(authorization)
-        if name not in host.models:
-            raise p.ProtocolError(404, f"model {name!r} is not loaded")
-        await host.unload(name)
+        try:
+            await host.unload(name)
+        except NotFoundError:  # never loaded, or unloaded by a concurrent call
+            raise p.ProtocolError(404, f"model {name!r} is not loaded") from None
         return {"name": name, "ready": False}
 
     @app.post("/admin/reload", responses=ADMIN_ERRORS, tags=["repository"])

@@ -48,7 +48,7 @@ class MicroBatcher:
         self.batch_size = metrics.batch_size.labels(engine.key)
         self.batch_seconds = metrics.batch_seconds.labels(engine.key)
         self._carry: Pending | None = None
-        self._running: list[Pending] = []  # the batch being run now
+        self._running: list[Pending] = []  # the batch being gathered or run now
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -95,6 +95,7 @@ class MicroBatcher:
         first = await self._next(None)
         assert first is not None
         batch, n = [first], len(first[1])
+        self._running = batch  # off the queue already: stop() must still answer these
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.max_wait_ms / 1000
         while n < self.config.max_batch:
@@ -120,7 +121,9 @@ class MicroBatcher:
             start = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self.executor, self.engine.run, items)
-            except Exception as exc:  # a broken batch fails its requests, not the server
+                if len(results) != len(batch):
+                    raise RuntimeError(f"engine returned {len(results)} results for {len(batch)}")
+            except Exception as exc:  # a broken batch fails its requests, not the loop
                 log("batch_failed", logging.ERROR, engine=self.engine.key, error=repr(exc))
                 for *_, future in batch:
                     if not future.done():

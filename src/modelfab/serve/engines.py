@@ -16,8 +16,9 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from modelfab.errors import IntegrityError
 from modelfab.export.heads import EMBEDDING, Head, backbone_sha256
-from modelfab.export.manifest import MODEL, PREPROCESS, TOKENIZER
+from modelfab.export.manifest import LABELS, MODEL, PREPROCESS, TOKENIZER
 from modelfab.export.runtime import BundlePredictor, encode, load_tokenizer, softmax
 
 Item = tuple[Head | None, Sequence[str]]
@@ -41,6 +42,11 @@ class StudentEngine:
         self.predictor = BundlePredictor(path, threads=intra_op_threads, batch_size=max_batch)
         self.key = key
         self.labels = self.predictor.labels_
+        classes = self.predictor.predict_proba(["warm-up"]).shape[1]  # also warms the session
+        if classes != len(self.labels):
+            raise IntegrityError(
+                f"bundle {path}: the graph gives {classes} classes, {LABELS} has {len(self.labels)}"
+            )
 
     def run(self, items: Sequence[Item]) -> list[np.ndarray]:
         texts = [t for _, batch in items for t in batch]

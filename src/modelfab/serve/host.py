@@ -61,6 +61,7 @@ class ModelHost:
         self.executor = ThreadPoolExecutor(config.inference_threads, "modelfab-infer")
         self._loader = ThreadPoolExecutor(1, "modelfab-load")  # loads never block inference
         self._lock = asyncio.Lock()
+        self._rescan = asyncio.Lock()  # one rescan at a time (refresher and /admin/reload)
 
     # ---- loading -------------------------------------------------------------------------
 
@@ -73,17 +74,21 @@ class ModelHost:
             return Served(entry, student.labels, student.key), student
         head = load_head(entry.path)
         key = f"backbone:{head.backbone_sha256}"
-        if key in self.groups:
-            return Served(entry, head.labels, key, head), None
-        backbone = self.catalog.backbones_dir / head.backbone_sha256
-        if not backbone.is_dir():
-            raise NotFoundError(f"backbone {head.backbone_sha256[:12]} of {entry.name} not found")
-        engine = BackboneEngine(backbone, threads, max_batch)
-        if engine.dim != head.dim:
-            raise IntegrityError(
-                f"head {entry.name} expects dim {head.dim}, backbone has {engine.dim}"
-            )
-        return Served(entry, head.labels, key, head), engine
+        group = self.groups.get(key)
+        if group is not None:
+            engine: Engine = group.engine
+            new = None
+        else:
+            backbone = self.catalog.backbones_dir / head.backbone_sha256
+            if not backbone.is_dir():
+                raise NotFoundError(
+                    f"backbone {head.backbone_sha256[:12]} of {entry.name} not found"
+                )
+            engine = new = BackboneEngine(backbone, threads, max_batch)
+        dim = getattr(engine, "dim", None)
+        if dim != head.dim:  # checked for every head, not only the backbone's first
+            raise IntegrityError(f"head {entry.name} expects dim {head.dim}, backbone has {dim}")
+        return Served(entry, head.labels, key, head), new
 
     async def load(self, entry: Entry) -> Served:
         async with self._lock:
@@ -139,6 +144,10 @@ class ModelHost:
     async def refresh(self, *, include_unloaded: bool = False) -> dict[str, list[str]]:
         """Rescan the catalog: load new or changed models, drop the ones that disappeared.
         Returns {"loaded": [...], "unloaded": [...], "failed": [...]}."""
+        async with self._rescan:
+            return await self._refresh(include_unloaded)
+
+    async def _refresh(self, include_unloaded: bool) -> dict[str, list[str]]:
         loop = asyncio.get_running_loop()
         self.known = await loop.run_in_executor(self._loader, self.catalog.scan)
         changes: dict[str, list[str]] = {"loaded": [], "unloaded": [], "failed": []}
@@ -157,10 +166,11 @@ class ModelHost:
             try:
                 await self.load(entry)
                 changes["loaded"].append(name)
-            except ModelfabError as exc:
+            except Exception as exc:  # ModelfabError, or one onnxruntime or a reader raised
                 self.failed[name] = entry.version
                 changes["failed"].append(name)
-                log("model_load_failed", logging.ERROR, name=name, error=str(exc))
+                error = str(exc) if isinstance(exc, ModelfabError) else repr(exc)
+                log("model_load_failed", logging.ERROR, name=name, error=error)
         return changes
 
     async def close(self) -> None:
