@@ -70,6 +70,7 @@ def test_several_processes_write_at_once_without_duplicates_or_errors(registry_u
         "costs": 3 * runs,  # adapt (teacher), label (run), eval (student)
         "trials": 0,
         "bench_results": runs,
+        "factory_runs": 0,
     }
     with Registry(registry_url) as r:
         assert r.get_dataset(SHARED_DATASET).n_rows == 10
