@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -238,9 +240,10 @@ def test_student_learns_tiny_texts(fitted):
     f1 = f1_score(data.val_y, pred, average="macro")
     assert f1 >= 0.6  # chance is ~0.33
     assert student.val_f1_ >= 0.6
-    # The best epoch's weights are the ones kept.
+    # Too few pool texts to hold any out: the last epoch is kept, and val_f1_ is its score.
     assert f1 == pytest.approx(student.val_f1_)
-    assert student.val_f1_ == max(h["val_macro_f1"] for h in student.history_)
+    assert student.val_f1_ == student.history_[-1]["val_macro_f1"]
+    assert student.recipe()["epoch_selected_on"].startswith("last epoch")
 
 
 def test_student_history_has_one_entry_per_epoch(fitted):
@@ -314,14 +317,41 @@ def test_student_fit_is_deterministic_and_works_without_features(teacher, tiny_t
     )
 
 
-def test_student_keeps_the_best_epoch(teacher, tiny_texts, monkeypatch):
-    """With validation scores peaking at epoch 2, the fitted model predicts what it did then."""
+def test_selection_rows_come_from_the_pool_only_and_are_deterministic():
+    from modelfab.distill.train import SELECTION_MAX, selection_rows
+
+    hard = np.full(3000, -1)
+    hard[::3] = 1  # 1000 labeled rows, 2000 pool rows
+    rows = selection_rows(hard, seed=0)
+    assert len(rows) == 200 and (hard[rows] == -1).all()
+    np.testing.assert_array_equal(rows, selection_rows(hard, seed=0))
+    assert not np.array_equal(rows, selection_rows(hard, seed=1))
+    assert len(selection_rows(np.full(100_000, -1), seed=0)) == SELECTION_MAX
+    # A pool of 999 would give 99 < SELECTION_MIN: nothing held out.
+    assert len(selection_rows(np.r_[np.full(999, -1), np.zeros(5000, int)], seed=0)) == 0
+
+
+def _with_held_out_pool(monkeypatch):
+    """Hold out half of the tiny pool (the rule's minimum is meant for real pools)."""
     from modelfab.distill import train
 
+    monkeypatch.setattr(train, "SELECTION_MIN", 1)
+    monkeypatch.setattr(train, "SELECTION_FRACTION", 0.5)
+    return train
+
+
+def test_student_keeps_the_epoch_that_agrees_best_with_the_teacher(
+    teacher, tiny_texts, monkeypatch
+):
+    """With held-out agreement peaking at epoch 2, the fitted model predicts what it did then,
+    whatever the validation scores say (they peak at epoch 3)."""
+    train = _with_held_out_pool(monkeypatch)
     texts, labels = tiny_texts
     data = make_distill_data(teacher, texts, labels, with_features=False)
-    scores = iter([0.1, 0.9, 0.2])
-    monkeypatch.setattr(train, "f1_score", lambda *a, **k: next(scores))
+    agreement = iter([0.1, 0.9, 0.2])
+    monkeypatch.setattr(train, "_agreement", lambda *a, **k: next(agreement))
+    val_scores = iter([0.3, 0.4, 0.95])
+    monkeypatch.setattr(train, "f1_score", lambda *a, **k: next(val_scores))
     seen: list[np.ndarray] = []
     original = train.predict_logits
 
@@ -332,7 +362,32 @@ def test_student_keeps_the_best_epoch(teacher, tiny_texts, monkeypatch):
 
     monkeypatch.setattr(train, "predict_logits", recording)
     student = TransformerStudent(teacher, small_config(epochs=3)).fit(data)
-    assert student.val_f1_ == 0.9
-    assert [h["val_macro_f1"] for h in student.history_] == [0.1, 0.9, 0.2]
+    assert [h["selection_agreement_f1"] for h in student.history_] == [0.1, 0.9, 0.2]
+    assert [h["val_macro_f1"] for h in student.history_] == [0.3, 0.4, 0.95]
+    assert student.val_f1_ == 0.4  # the kept epoch's validation score, not the best one
+    assert "held-out pool texts" in student.recipe()["epoch_selected_on"]
     assert len(seen) == 3 and np.abs(seen[1] - seen[2]).max() > 1e-4  # epochs really differ
     np.testing.assert_allclose(student.predict_logits(data.val_texts), seen[1], atol=1e-5)
+
+
+def test_held_out_pool_texts_are_never_trained_on(teacher, tiny_texts, monkeypatch):
+    train = _with_held_out_pool(monkeypatch)
+    texts, labels = tiny_texts
+    data = make_distill_data(teacher, texts, labels, with_features=False)
+    student = TransformerStudent(teacher, small_config(epochs=2))
+    ids = student.ids(data.texts)
+    held_out = train.selection_rows(data.hard, seed=student.config.seed)
+    assert len(held_out) > 0
+    trained: list[list[int]] = []
+    original = train.pad
+
+    def recording(batch, pad_id):
+        if torch.is_grad_enabled():  # training batches; predictions run under inference_mode
+            trained.extend(batch)
+        return original(batch, pad_id)
+
+    monkeypatch.setattr(train, "pad", recording)
+    student.fit(data)
+    kept = [i for i in range(len(ids)) if i not in set(held_out.tolist())]
+    expected = Counter(tuple(ids[i]) for i in kept)
+    assert Counter(map(tuple, trained)) == expected + expected  # two epochs, each row once

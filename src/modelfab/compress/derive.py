@@ -58,6 +58,7 @@ class DerivedStudent(TokenStudent):
             "layers": len(self.model_.encoder.backbone.encoder.layer),  # type: ignore[union-attr,arg-type]
             "compression": self.operations,
             "history": self.history_,
+            "epoch_selected_on": self.selected_on_,
         }
 
 

@@ -59,6 +59,7 @@ class TokenStudent:
         self.max_length = max_length
         self.history_: list[dict] = []
         self.val_f1_ = float("nan")
+        self.selected_on_ = ""
 
     def fit(self, data: DistillData) -> TokenStudent:
         raise NotImplementedError
@@ -98,12 +99,18 @@ class TokenStudent:
             projector=projector,
         )
         self.val_f1_, self.history_ = result.val_f1, result.history
+        self.selected_on_ = result.selected_on
 
     def config_dict(self) -> dict:
         return asdict(self.config)  # type: ignore[attr-defined]
 
     def recipe(self) -> dict:
-        return {"family": self.family, **self.config_dict(), "history": self.history_}
+        return {
+            "family": self.family,
+            **self.config_dict(),
+            "history": self.history_,
+            "epoch_selected_on": self.selected_on_,
+        }
 
 
 def feature_loss(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
