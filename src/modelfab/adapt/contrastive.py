@@ -27,6 +27,7 @@ from modelfab.adapt.heads import LogisticHead
 from modelfab.errors import InputError
 from modelfab.progress import track
 from modelfab.teachers.hf_encoder import encode_in_batches
+from modelfab.torchutil import adamw
 
 _LAYER = re.compile(r"\.(?:layer|layers|h|block)\.(\d+)\.")
 
@@ -150,7 +151,7 @@ class ContrastiveAdapter:
         encoder, params, peft_model = self._trainable_encoder()
         texts, y = data.train_texts, np.asarray(data.train_y)
         steps = self.steps_for(len(y))
-        opt = torch.optim.AdamW(params, lr=self.lora_lr if self.lora_rank else self.lr)
+        opt = adamw(params, lr=self.lora_lr if self.lora_rank else self.lr)
         warmup = max(1, steps // 10)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda k: min((k + 1) / warmup, max(0.0, (steps - k) / max(1, steps - warmup)))

@@ -18,6 +18,7 @@ from torch import nn
 from modelfab.adapt.base import AdaptData
 from modelfab.progress import track
 from modelfab.teachers.hf_encoder import encode_in_batches
+from modelfab.torchutil import adamw
 
 
 class FineTuneAdapter:
@@ -47,7 +48,7 @@ class FineTuneAdapter:
         keep = rng.permutation(len(data.train_texts))[: self.max_examples]
         texts = [data.train_texts[i] for i in keep]
         labels = torch.from_numpy(data.train_y[keep]).long()
-        opt = torch.optim.AdamW(
+        opt = adamw(
             [
                 {"params": encoder.parameters(), "lr": self.lr},
                 {"params": head.parameters(), "lr": self.head_lr},

@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 
 from modelfab.adapt.base import AdaptData
+from modelfab.torchutil import adamw
 
 
 class LogisticHead:
@@ -84,7 +85,7 @@ class MLPHead:
             nn.Dropout(0.1),
             nn.Linear(self.hidden, data.n_classes),
         )
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=1e-2)
+        opt = adamw(net.parameters(), lr=self.lr, weight_decay=1e-2)
         x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y).long()
         xv = torch.from_numpy(data.val_x)
         gen = torch.Generator().manual_seed(self.seed)

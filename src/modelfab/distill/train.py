@@ -26,7 +26,7 @@ from torch import nn
 
 from modelfab.distill.base import DistillData, feature_loss, kd_loss
 from modelfab.progress import track
-from modelfab.torchutil import eval_mode
+from modelfab.torchutil import adamw, eval_mode
 
 
 @dataclass
@@ -138,7 +138,7 @@ def distill_loop(
     groups = list(param_groups)
     if projector is not None:
         groups.append({"params": list(projector.parameters()), "lr": groups[-1]["lr"]})
-    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    opt = adamw(groups, weight_decay=0.01)
     feats = (
         torch.from_numpy(data.teacher_features.astype(np.float32))
         if data.teacher_features is not None and s.feature_weight > 0

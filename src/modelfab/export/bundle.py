@@ -12,13 +12,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
 from modelfab.atomic import staged_dir, write_text
 from modelfab.errors import InputError, IntegrityError
-from modelfab.export import onnx_export
+from modelfab.export import composed, onnx_export
 from modelfab.export.manifest import (
     CARD,
     LABELS,
@@ -144,6 +145,13 @@ def _quantize(recipe: ExportRecipe, fp32_path: Path, out: Path, tokenizer, calib
     return Path(shutil.copy(fp32_path, out))
 
 
+def _composable(model: torch.nn.Module, recipe: ExportRecipe) -> bool:
+    """Whether `model` can take its encoder graph from the cache: an encoder + head classifier
+    under the default recipe (other recipes quantize or optimise the whole graph themselves)."""
+    parts = all(isinstance(getattr(model, a, None), torch.nn.Module) for a in ("encoder", "head"))
+    return parts and recipe.quantization == "dynamic-int8" and recipe.optimization == "all"
+
+
 def export_bundle(
     model: torch.nn.Module,
     tokenizer,
@@ -157,12 +165,17 @@ def export_bundle(
     opset: int = onnx_export.DEFAULT_OPSET,
     min_int8_agreement: float = 0.0,
     recipe: ExportRecipe | None = None,
+    encoder_cache: Path | None = None,
 ) -> BundleInfo:
     """Export `model` + `tokenizer` (a HF fast tokenizer) as a bundle at `out_dir`, atomically.
 
     `card` is copied into card.json with an added (replaced, if present) "export" section.
     Raises IntegrityError if fp32 parity exceeds `atol` or int8 argmax agreement on calib_texts
     is below `min_int8_agreement`; nothing is left at `out_dir` then.
+
+    With `encoder_cache`, a `model` made of `.encoder` and `.head` under the default recipe
+    (dynamic int8, full graph optimization) takes its encoder's graphs from that cache
+    (export/composed.py) and exports only the head; the checks are the same.
     """
     _check_inputs(labels, card, max_length, calib_texts)
     recipe = recipe or ExportRecipe()
@@ -182,12 +195,27 @@ def export_bundle(
         if n_outputs != len(labels):
             raise InputError(f"model has {n_outputs} outputs but {len(labels)} labels")
 
-        fp32_path = onnx_export.export_onnx(model, Path(tmp) / "model.fp32.onnx", max_length, opset)
-        parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
-        # Quantize outside the stage so no intermediate file can slip into the manifest.
-        model_tmp = _quantize(
-            recipe, fp32_path, Path(tmp) / "model.q.onnx", bundle_tokenizer, calib_texts
-        )
+        exporter = "torch.onnx.export (TorchScript, dynamo=False)"
+        if encoder_cache is not None and _composable(model, recipe):
+            encoder, head = cast(torch.nn.Module, model.encoder), cast(torch.nn.Module, model.head)
+            fp32_enc, int8_enc = composed.cached_encoder_graphs(
+                encoder, encoder_cache, max_length, opset
+            )
+            first = {k: v[:1] for k, v in inputs.items()}
+            dim = int(onnx_export.torch_logits(encoder, first).shape[1])
+            fp32_path = composed.join(fp32_enc, head, dim, Path(tmp) / "model.fp32.onnx", opset)
+            parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
+            model_tmp = composed.join(int8_enc, head, dim, Path(tmp) / "model.q.onnx", opset)
+            exporter += f"; encoder graph from the cache ({fp32_enc.name[:12]}), head joined"
+        else:
+            fp32_path = onnx_export.export_onnx(
+                model, Path(tmp) / "model.fp32.onnx", max_length, opset
+            )
+            parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
+            # Quantize outside the stage so no intermediate file can slip into the manifest.
+            model_tmp = _quantize(
+                recipe, fp32_path, Path(tmp) / "model.q.onnx", bundle_tokenizer, calib_texts
+            )
         int8_path = Path(shutil.move(model_tmp, stage / MODEL))
 
         p32 = softmax(onnx_export.onnx_logits(fp32_path, inputs))
@@ -202,7 +230,7 @@ def export_bundle(
         export = {
             "format": "onnx",
             "opset": opset,
-            "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+            "exporter": exporter,
             "quantization": QUANTIZATION_DETAILS[recipe.quantization],
             "graph_optimization": recipe.optimization,
             "max_length": int(max_length),

@@ -49,9 +49,14 @@ def _dummy_inputs(max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def export_onnx(
-    model: torch.nn.Module, path: Path, max_length: int, opset: int = DEFAULT_OPSET
+    model: torch.nn.Module,
+    path: Path,
+    max_length: int,
+    opset: int = DEFAULT_OPSET,
+    output_name: str = OUTPUT_NAME,
 ) -> Path:
-    """Export `model` to fp32 ONNX at `path` with dynamic batch and sequence axes.
+    """Export `model` to fp32 ONNX at `path` with dynamic batch and sequence axes; its one output
+    is named `output_name` ("logits" for a classifier, "embedding" for an encoder).
 
     Uses the TorchScript exporter (`dynamo=False`): for HF BERT it is ~25x faster than the
     dynamo exporter, honours opset 17 without a version conversion, and gives the same logits.
@@ -70,10 +75,14 @@ def export_onnx(
             _dummy_inputs(max_length),
             str(path),
             input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             opset_version=opset,
             dynamo=False,
-            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
+            dynamic_axes={
+                "input_ids": dynamic,
+                "attention_mask": dynamic,
+                output_name: {0: "batch"},
+            },
             do_constant_folding=True,
         )
     return path

@@ -10,7 +10,6 @@ lora) has a backbone of its own.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,6 @@ from modelfab.export import onnx_export
 from modelfab.export.bundle import _preprocess
 from modelfab.export.heads import EMBEDDING, write_backbone_bundle, write_head_bundle
 from modelfab.export.runtime import encode, load_tokenizer
-
-
-def _export_embedding_onnx(module: torch.nn.Module, path: Path, max_length: int) -> Path:
-    dynamic = {0: "batch", 1: "sequence"}
-    module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer noise; parity is checked numerically below
-        torch.onnx.export(
-            module,
-            onnx_export._dummy_inputs(max_length),
-            str(path),
-            input_names=list(onnx_export.INPUT_NAMES),
-            output_names=[EMBEDDING],
-            opset_version=onnx_export.DEFAULT_OPSET,
-            dynamo=False,
-            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, EMBEDDING: {0: "batch"}},
-            do_constant_folding=True,
-        )
-    return path
 
 
 def _run(path: Path, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -69,7 +49,9 @@ def export_backbone(
         tokenizer_json = Path(tmp) / "tokenizer.json"
         encoder.tokenizer.backend_tokenizer.save(str(tokenizer_json))
         inputs = encode(load_tokenizer(tokenizer_json, preprocess), calib_texts)
-        fp32 = _export_embedding_onnx(encoder.module, Path(tmp) / "backbone.fp32.onnx", max_length)
+        fp32 = onnx_export.export_onnx(
+            encoder.module, Path(tmp) / "backbone.fp32.onnx", max_length, output_name=EMBEDDING
+        )
         with torch.no_grad():
             reference = (
                 encoder.module(*(torch.from_numpy(inputs[n]) for n in onnx_export.INPUT_NAMES))

@@ -307,6 +307,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home, key)
                 max_length=v.max_length,
                 calib_texts=calib,
                 recipe=v.export,
+                # Every scenario on this teacher body shares its encoder graphs.
+                encoder_cache=home / "cache" / "onnx-encoders" if v.role == "baseline" else None,
             )
         v.costs.append(meter.record)
 
