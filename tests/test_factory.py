@@ -235,3 +235,22 @@ def test_display_shows_scenarios_and_stages():
         assert "[2/3] tiny-games: built" in text and "2 models" in text
         assert "[3/3] tiny-all: failed: InputError: bad" in text and "more" not in text
         assert ("distill:hashed-ngram" in text) == live  # stages only on the live display
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_in_process_models(tmp_path, monkeypatch, tiny_teacher_dir):
+    """--workers 2 (spawned processes) builds the same models as the in-process default."""
+    monkeypatch.delenv("MODELFAB_REGISTRY_URL", raising=False)
+    recipe = write_recipe(tmp_path / "r", tiny_teacher_dir)
+    found = {}
+    for workers in (1, 2):
+        home = tmp_path / f"workers-{workers}"
+        monkeypatch.setenv("MODELFAB_HOME", str(home))
+        run = run_recipe(recipe, RunOptions(workers=workers, threads=1))
+        assert run.status == "succeeded"
+        assert [i["status"] for i in run.scenarios] == ["built"] * 3
+        registry = Registry()
+        found[workers] = models_and_metrics(registry)
+        assert orphan_files(home, registry) == []
+    assert len(found[2]) == 9
+    assert found[2] == found[1]

@@ -191,9 +191,9 @@ def export_bundle(
         bundle_tokenizer = load_tokenizer(stage / TOKENIZER, preprocess)
         inputs = encode(bundle_tokenizer, calib_texts)
         _check_tokenizer(tokenizer, inputs, calib_texts, max_length)
-        n_outputs = onnx_export.torch_logits(model, inputs).shape[1]
-        if n_outputs != len(labels):
-            raise InputError(f"model has {n_outputs} outputs but {len(labels)} labels")
+        expected = onnx_export.torch_logits(model, inputs)
+        if expected.shape[1] != len(labels):
+            raise InputError(f"model has {expected.shape[1]} outputs but {len(labels)} labels")
 
         exporter = "torch.onnx.export (TorchScript, dynamo=False)"
         if encoder_cache is not None and _composable(model, recipe):
@@ -204,21 +204,21 @@ def export_bundle(
             first = {k: v[:1] for k, v in inputs.items()}
             dim = int(onnx_export.torch_logits(encoder, first).shape[1])
             fp32_path = composed.join(fp32_enc, head, dim, Path(tmp) / "model.fp32.onnx", opset)
-            parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
             model_tmp = composed.join(int8_enc, head, dim, Path(tmp) / "model.q.onnx", opset)
             exporter += f"; encoder graph from the cache ({fp32_enc.name[:12]}), head joined"
         else:
             fp32_path = onnx_export.export_onnx(
                 model, Path(tmp) / "model.fp32.onnx", max_length, opset
             )
-            parity = onnx_export.check_parity(model, fp32_path, inputs, atol=atol)
             # Quantize outside the stage so no intermediate file can slip into the manifest.
             model_tmp = _quantize(
                 recipe, fp32_path, Path(tmp) / "model.q.onnx", bundle_tokenizer, calib_texts
             )
         int8_path = Path(shutil.move(model_tmp, stage / MODEL))
 
-        p32 = softmax(onnx_export.onnx_logits(fp32_path, inputs))
+        fp32_logits = onnx_export.onnx_logits(fp32_path, inputs)
+        parity = onnx_export.compare_logits(expected, fp32_logits, fp32_path, atol=atol)
+        p32 = softmax(fp32_logits)
         p8 = softmax(onnx_export.onnx_logits(int8_path, inputs))
         agreement = float(np.mean(p32.argmax(axis=1) == p8.argmax(axis=1)))
         if agreement < min_int8_agreement:

@@ -58,6 +58,7 @@ def _publish(made: Path, final: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(made, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep other users of a shared home out
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):

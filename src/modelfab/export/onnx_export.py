@@ -124,8 +124,14 @@ def check_parity(
     atol: float = DEFAULT_ATOL,
 ) -> dict:
     """Compare PyTorch and onnxruntime logits; raise IntegrityError if they differ by > atol."""
-    expected = torch_logits(model, sample_inputs)
     actual = onnx_logits(onnx_path, sample_inputs)
+    return compare_logits(torch_logits(model, sample_inputs), actual, onnx_path, atol)
+
+
+def compare_logits(
+    expected: np.ndarray, actual: np.ndarray, onnx_path: Path, atol: float = DEFAULT_ATOL
+) -> dict:
+    """check_parity() on logits already computed (PyTorch `expected`, ONNX `actual`)."""
     if expected.shape != actual.shape:
         raise IntegrityError(
             f"ONNX logits shape {actual.shape} differs from PyTorch {expected.shape}: {onnx_path}"
