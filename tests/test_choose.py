@@ -11,6 +11,7 @@ from modelfab.bench.choose import (
     POLICY_FALLBACK_ACCURATE,
     POLICY_FALLBACK_FASTEST,
     POLICY_FASTEST,
+    POLICY_FASTEST_AT_PARITY,
     POLICY_MOST_ACCURATE,
     Budget,
     card_entry,
@@ -88,18 +89,39 @@ def test_pareto_front_on_other_axes():
 # --------------------------------------------------------------------------- policies
 
 
-def test_default_floor_picks_fastest_within_one_point_of_teacher():
+def test_default_picks_the_fastest_student_at_teacher_parity():
     choice = choose([TEACHER, BASELINE, *students()], Budget(), TEACHER)
-    assert choice.record["variant"] == "static-emb"
-    assert choice.policy == POLICY_FASTEST
+    assert choice.record["variant"] == "l2-int8"  # static-emb is faster but below the teacher
+    assert choice.policy == POLICY_FASTEST_AT_PARITY
     assert choice.f1_floor == pytest.approx(0.655 - DEFAULT_TOLERANCE)
     assert choice.reason == (
-        "fastest student whose validation macro-F1 0.651 is within 1.0 point of the "
-        "teacher's 0.655; 0.21 ms vs 27.1 ms for the teacher"
+        "fastest student whose validation macro-F1 0.670 is at or above the teacher's 0.655; "
+        "4.5 ms vs 27.1 ms for the teacher"
     )
     assert set(choice.rejected) == {"hashed"}
     assert "0.600 is 4.5 points below the F1 floor 0.645" in choice.rejected["hashed"]
     assert choice.front == ["hashed", "static-emb", "l2-int8", "l4-fp32"]
+
+
+def below_teacher():
+    """students() without the two that reach the teacher's 0.655."""
+    return [r for r in students() if r["val_macro_f1"] < 0.655]
+
+
+def test_default_falls_back_to_fastest_within_one_point_when_none_reaches_the_teacher():
+    choice = choose([TEACHER, BASELINE, *below_teacher()], Budget(), TEACHER)
+    assert choice.record["variant"] == "static-emb"
+    assert choice.policy == POLICY_FASTEST
+    assert choice.reason == (
+        "fastest student whose validation macro-F1 0.651 is within 1.0 point of the "
+        "teacher's 0.655 (none reaches the teacher's); 0.21 ms vs 27.1 ms for the teacher"
+    )
+
+
+def test_a_student_exactly_at_the_teacher_counts_as_parity():
+    twin = _rec("twin", 0.655, 3.0)
+    choice = choose([*below_teacher(), twin], Budget(), TEACHER)
+    assert choice.record["variant"] == "twin" and choice.policy == POLICY_FASTEST_AT_PARITY
 
 
 def test_default_tolerance_is_a_parameter():
@@ -110,7 +132,7 @@ def test_default_tolerance_is_a_parameter():
 
 def test_student_exactly_on_the_floor_passes_despite_float_noise():
     on_floor = _rec("on-floor", 0.645, 0.05)  # 0.655 - 0.01 == 0.6449999...
-    assert choose([*students(), on_floor], Budget(), TEACHER).record["variant"] == "on-floor"
+    assert choose([*below_teacher(), on_floor], Budget(), TEACHER).record["variant"] == "on-floor"
 
 
 def test_min_f1_picks_fastest_above_it():
