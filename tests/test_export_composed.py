@@ -7,26 +7,24 @@ import json
 import numpy as np
 import pytest
 import torch
-import transformers
 
 from modelfab.export import composed, onnx_export
 from modelfab.export.bundle import ExportRecipe, export_bundle
 from modelfab.export.runtime import BundlePredictor
-from tests.test_export import LABELS, MAX_LENGTH, TEXTS, make_tokenizer, torch_proba
+from tests.test_export import (
+    LABELS,
+    MAX_LENGTH,
+    TEXTS,
+    TinyClassifier,
+    make_tokenizer,
+    torch_proba,
+)
 
 
 class Encoder(torch.nn.Module):
     def __init__(self, vocab_size: int, pooling: str = "mean"):
         super().__init__()
-        config = transformers.BertConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=128,
-        )
-        self.bert = transformers.BertModel(config, add_pooling_layer=False)
+        self.bert = TinyClassifier(vocab_size).bert  # the export tests' tiny BERT
         self.pooling = pooling
 
     def forward(self, input_ids, attention_mask):
