@@ -108,6 +108,9 @@ def test_other_recipes_and_plain_models_export_whole(tmp_path, encoder, tokenize
     model = Classifier(encoder, head(1))
     info = export(model, tokenizer, tmp_path / "fp32", cache, ExportRecipe(quantization="fp32"))
     assert "cache" not in json.loads((info.path / "card.json").read_text())["export"]["exporter"]
+    plain = TinyClassifier(len(tokenizer)).eval()  # a head, but no `.encoder`
+    info = export(plain, tokenizer, tmp_path / "plain", cache)
+    assert "cache" not in json.loads((info.path / "card.json").read_text())["export"]["exporter"]
     assert not cache.exists()
 
 

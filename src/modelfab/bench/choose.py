@@ -258,7 +258,8 @@ class _Floor:
         return f"is within {_points(self.tolerance)} of the teacher's {_f1(self.teacher_f1)}"
 
     def at_parity(self, records: list[dict]) -> list[dict]:
-        """The records whose validation F1 is at or above the teacher's (none under min_f1)."""
+        """The records whose validation F1 is at or above the teacher's; none under min_f1,
+        where the user's floor replaces the teacher's."""
         if self.teacher_f1 is None:
             return []
         teacher_f1 = self.teacher_f1
@@ -350,13 +351,13 @@ def choose(
                 f"{floor.met_by(f1)}; {_versus_teacher(best, teacher)}"
             )
             return done(best, POLICY_MOST_ACCURATE, reason)
-        at_parity = [] if budget.min_f1 is not None else floor.at_parity(passing)
+        at_parity = floor.at_parity(passing)
         best = min(at_parity or passing, key=_fastest_key)
         f1 = finite_or_none(best.get(VAL_F1))
         reason = (
             f"fastest student whose validation macro-F1 {_f1(f1)} {floor.met_by(f1)}"
             + (f", within {limits}" if limits else "")
-            + ("" if at_parity or budget.min_f1 is not None else " (none reaches the teacher's)")
+            + ("" if at_parity or floor.min_f1 is not None else " (none reaches the teacher's)")
             + f"; {_versus_teacher(best, teacher)}"
         )
         return done(best, POLICY_FASTEST_AT_PARITY if at_parity else POLICY_FASTEST, reason)
