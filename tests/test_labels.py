@@ -23,7 +23,7 @@ from modelfab.labels.calibrate import (
     fit_temperature,
     nll,
 )
-from modelfab.labels.quality import flip_recall, label_issues
+from modelfab.labels.quality import CS, flip_recall, label_issues, out_of_sample_probs
 
 
 def overconfident(n: int = 3000, c: int = 4, scale: float = 3.0, seed: int = 0):
@@ -145,6 +145,24 @@ def test_flipped_labels_rank_among_the_worst():
     # Clean labels: nothing ranks as suspect as a flipped one did.
     clean = label_issues(x, y, ["a", "b", "c", "d"])
     assert clean["quality"].min() > ranked["quality"].quantile(0.05)
+
+
+def test_label_quality_regularizes_by_out_of_sample_log_loss():
+    """The probabilities come from the C of CS with the lowest out-of-sample log loss, so a model
+    that memorizes wrong labels is not the one that judges them."""
+    from sklearn.metrics import log_loss
+
+    x, y = blobs(n_per_class=30, dim=64, seed=3)
+    rng = np.random.default_rng(3)
+    flipped = rng.choice(len(y), len(y) // 5, replace=False)
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 4, len(flipped))) % 4
+    chosen = log_loss(noisy, out_of_sample_probs(x, noisy, 4))
+    each = {c: log_loss(noisy, out_of_sample_probs(x, noisy, 4, cs=(c,))) for c in CS}
+    assert chosen == pytest.approx(min(each.values()))
+    assert len(set(np.round(list(each.values()), 6))) > 1  # the choice matters here
+    with pytest.raises(InputError, match="regularization"):
+        out_of_sample_probs(x, noisy, 4, cs=())
 
 
 def test_label_quality_refuses_a_class_with_one_example():
