@@ -82,6 +82,19 @@ def test_merge_replaces_only_the_methods_a_run_measured():
     assert got == {"head": (0.5, "t1"), "setfit": (0.7, "t2")}
 
 
+def test_merge_keeps_the_label_counts_a_run_did_not_measure():
+    """A run without the learning curve replaces the 8-label records and keeps the curve's."""
+    a = {"scenario": "a"}
+    first = merge(
+        None,
+        [rec("teacher", 0.5) | a, rec("teacher", 0.7) | a | {"labels_per_class": 64}],
+        {"started_at": "t1"},
+    )
+    second = merge(first, [rec("teacher", 0.6) | a], {"started_at": "t2"})
+    got = {r["labels_per_class"]: (r["macro_f1"], r["run"]) for r in second["records"]}
+    assert got == {SHOTS: (0.6, "t2"), 64: (0.7, "t1")}
+
+
 def test_merge_adopts_a_file_written_before_runs_were_tracked():
     old = {
         "meta": {"started_at": "t0", "hardware": {"cpu": "x"}, "command": "make bench-fewshot"},
@@ -110,3 +123,46 @@ def test_the_learning_curve_is_summarized_and_rendered_per_label_count():
     assert curve["64"] == {"teacher": 0.7, "student": None}
     assert curve["all"] == {"teacher": 0.8, "student": 0.75}
     assert "| s | 0.600 / 0.550 |  /  |  /  | 0.700 /  | 0.800 / 0.750 |" in markdown(summary)
+
+
+def test_run_facet_measures_every_method_on_a_tiny_facet(
+    tiny_teacher_dir, tiny_text_set, one_thread
+):
+    """The bench's own measuring code, end to end on a tiny teacher: each method gives the
+    records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
+    from modelfab.bench.fewshot import Facet, run_facet
+    from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
+
+    teacher = HFTextEncoder(EncoderConfig(path=str(tiny_teacher_dir), max_length=32))
+    texts, labels = tiny_text_set
+    classes = sorted(set(labels))
+    y = np.array([classes.index(v) for v in labels])
+    test = np.concatenate([np.flatnonzero(y == c)[-5:] for c in range(len(classes))])
+    train = np.setdiff1d(np.arange(len(y)), test)
+    split = {"train": [texts[i] for i in train], "test": [texts[i] for i in test]}
+    split["pool"] = split["train"]  # unlabeled: the labels are never read
+    facet = Facet(
+        "tiny",
+        classes,
+        split,
+        {k: teacher.encode(v) for k, v in split.items()},
+        {"train": y[train], "test": y[test]},
+    )
+    methods = ("head", "contrastive", "student", "active", "label-issues")
+    records = run_facet(facet, 0, teacher, methods, curve=False)
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {
+        "head",
+        "contrastive",
+        "teacher",
+        "student",
+        "al-uncertainty",
+        "al-random",
+        "label-issues",
+    }
+    assert by_method["teacher"]["strategy"] == "contrastive"
+    assert by_method["teacher"]["macro_f1"] > 0.8
+    assert by_method["student"]["macro_f1"] > 0.8
+    assert by_method["student"]["train_wall_s"] > 0
+    assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
+    assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
