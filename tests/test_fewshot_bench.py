@@ -166,3 +166,8 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["student"]["train_wall_s"] > 0
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
+    # curve=False: the teacher and student at 8 labels per class only
+    assert [r["labels_per_class"] for r in records if r["method"] in ("teacher", "student")] == [
+        SHOTS,
+        SHOTS,
+    ]
