@@ -24,7 +24,6 @@ each facet; `FEWSHOT_FACETS=use make bench-fewshot` re-measures one facet and ke
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections.abc import Callable
@@ -180,6 +179,7 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     split (one seed), so the student's figure is slightly optimistic."""
     from modelfab.distill.base import DistillData
     from modelfab.distill.transformer import TransformerStudent, TransformerStudentConfig
+    from modelfab.pipeline.variants import student_source
 
     texts = [f.texts["train"][i] for i in idx] + f.texts["pool"]
     encoder = getattr(adapter, "encoder_", teacher.module)
@@ -187,8 +187,7 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
         x = np.concatenate([f.x["train"][idx], f.x["pool"]])
     else:
         x = adapter.encode(texts)
-    student_teacher = copy.copy(teacher)  # the tuned body in place of the teacher's own
-    student_teacher.module = encoder
+    student_teacher, _ = student_source(teacher, encoder, None)
     data = DistillData(
         texts=texts,
         hard=np.concatenate([f.y["train"][idx], np.full(len(f.texts["pool"]), -1)]),

@@ -43,6 +43,7 @@ def out_of_sample_probs(
         raise InputError("label quality needs at least 2 labeled examples in every class")
     if not cs:
         raise InputError("label quality needs at least one regularization strength in cs")
+    labeled = np.flatnonzero(counts)  # the classes with labels
     k = int(max(2, min(folds, present.min())))
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     best: tuple[float, np.ndarray] | None = None
@@ -50,12 +51,12 @@ def out_of_sample_probs(
         probs = cross_val_predict(
             LogisticRegression(C=c, max_iter=2000), x, y, cv=cv, method="predict_proba"
         )
-        loss = log_loss(y, probs, labels=np.flatnonzero(counts))
+        loss = log_loss(y, probs, labels=labeled)
         if best is None or loss < best[0]:
             best = (loss, probs)
     assert best is not None
     out = np.zeros((len(y), n_classes))
-    out[:, np.flatnonzero(counts)] = best[1]  # classes without labels get probability 0
+    out[:, labeled] = best[1]  # classes without labels get probability 0
     return out
 
 

@@ -63,7 +63,7 @@ class Variant:
         return ops
 
 
-def student_source(teacher, encoder: nn.Module, cache_dir: Path) -> tuple[Any, Path | None]:
+def student_source(teacher, encoder: nn.Module, cache_dir: Path | None) -> tuple[Any, Path | None]:
     """(teacher, token-vector cache) the students start from. A body tuned by adaptation
     (`encoder` is not the teacher's own module) replaces the teacher's, and its token vectors
     are computed for it, not taken from the cache shared by every build of that teacher."""
