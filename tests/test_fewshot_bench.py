@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelfab.bench.fewshot import SHOTS, markdown, merge, per_class, summarize
+from modelfab.bench.fewshot import (
+    SHOTS,
+    Facet,
+    markdown,
+    merge,
+    per_class,
+    summarize,
+    unlabeled,
+)
 
 
 def test_per_class_takes_n_of_each_class_or_everything():
@@ -13,6 +21,20 @@ def test_per_class_takes_n_of_each_class_or_everything():
     assert np.bincount(y[idx]).tolist() == [4, 3, 4]
     assert (np.diff(idx) > 0).all()
     assert (per_class(y, None, np.random.default_rng(0)) == np.arange(len(y))).all()
+
+
+def test_the_student_distills_over_the_hidden_train_rows_first_then_the_pool():
+    train = [f"t{i}" for i in range(6)]
+    pool = [f"p{i}" for i in range(4)]
+    x = {"train": np.arange(6.0)[:, None], "pool": 10 + np.arange(4.0)[:, None]}
+    f = Facet("s", ["a", "b"], {"train": train, "pool": pool}, x, {"train": np.zeros(6, int)})
+    texts, feats = unlabeled(f, np.array([1, 4]))
+    # the labeled rows 1 and 4 are left out, the others come first, as many as the pool holds
+    assert texts == ["t0", "t2", "t3", "t5"]
+    assert feats[:, 0].tolist() == [0.0, 2.0, 3.0, 5.0]
+    texts, feats = unlabeled(f, np.arange(5))
+    assert texts == ["t5", "p0", "p1", "p2"]
+    assert feats[:, 0].tolist() == [5.0, 10.0, 11.0, 12.0]
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
