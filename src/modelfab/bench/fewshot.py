@@ -17,7 +17,9 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
   (seed 0).
 Writes bench-results/fewshot.json (flat records plus per-scenario summaries) and fewshot.md after
 each facet; `FEWSHOT_FACETS=use make bench-fewshot` re-measures one facet and keeps the others'.
-"lora" runs when named in FEWSHOT_METHODS (it costs what "contrastive" costs).
+"lora" runs when named in FEWSHOT_METHODS (it costs what "contrastive" costs). A run of some
+methods writes bench-results/partial/, or merges into the directory FEWSHOT_OUT names: the records
+of the methods it did not run stay, each record names its run, and the meta lists every run.
 `FEWSHOT_CURVE=0` skips the learning curve and keeps its earlier records.
 `FEWSHOT_RENDER=1` redoes the summary and fewshot.md from the stored records, measuring nothing.
 """
@@ -529,10 +531,9 @@ if __name__ == "__main__":
     curve = os.environ.get("FEWSHOT_CURVE", "1") != "0"
     if os.environ.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         result = render()
-    elif methods:  # a run of some methods writes bench-results/partial/, never the full result
-        result = run(
-            Path("bench-results/partial"), picked, methods=tuple(methods.split(",")), curve=curve
-        )
+    elif methods:  # a run of some methods writes bench-results/partial/ unless told where
+        out = Path(os.environ.get("FEWSHOT_OUT", "bench-results/partial"))
+        result = run(out, picked, methods=tuple(methods.split(",")), curve=curve)
     else:
         result = run(facets=picked, curve=curve)
     sys.stdout.write(markdown(result["summary"]))
