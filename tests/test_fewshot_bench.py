@@ -32,9 +32,10 @@ def test_the_student_distills_over_the_hidden_train_rows_first_then_the_pool():
     # the labeled rows 1 and 4 are left out, the others come first, as many as the pool holds
     assert texts == ["t0", "t2", "t3", "t5"]
     assert feats[:, 0].tolist() == [0.0, 2.0, 3.0, 5.0]
-    texts, feats = unlabeled(f, np.arange(5))
+    texts, feats = unlabeled(f, np.array([4, 0, 2, 1, 3]))
     assert texts == ["t5", "p0", "p1", "p2"]
     assert feats[:, 0].tolist() == [5.0, 10.0, 11.0, 12.0]
+    assert unlabeled(f, np.arange(6))[0] == pool  # every row labeled: the pool alone
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):

@@ -8,7 +8,8 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
   and SetFit (same MiniLM body, same examples, run here), each with its training wall time;
 - "teacher": what a build's default adaptation ("auto") keeps: contrastive body tuning at 8 and
   16 labels per class (the "contrastive" fit itself at 8), frozen-feature heads above; and
-  "student": a 2-layer transformer student distilled from it over the pool (`student_f1`);
+  "student": a 2-layer transformer student distilled from it over the hidden train rows and
+  the pool (`student_f1`);
 - active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
   diversity) against "al-random", answers taken from the held-back gold train labels;
 - "label-issues": 10 % of the full train labels flipped at random; the share of flipped rows
@@ -20,6 +21,8 @@ each facet; `FEWSHOT_FACETS=use make bench-fewshot` re-measures one facet and ke
 "lora" runs when named in FEWSHOT_METHODS (it costs what "contrastive" costs). A run of some
 methods writes bench-results/partial/, or merges into the directory FEWSHOT_OUT names: the records
 of the methods it did not run stay, each record names its run, and the meta lists every run.
+Every run re-measures "teacher" (a student needs one), so FEWSHOT_METHODS=student replaces the
+teacher's records too.
 `FEWSHOT_CURVE=0` skips the learning curve and keeps its earlier records.
 `FEWSHOT_RENDER=1` redoes the summary and fewshot.md from the stored records, measuring nothing.
 """
@@ -165,10 +168,14 @@ def setfit_run(
 
 
 def unlabeled(f: Facet, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """The unlabeled texts (and their teacher features) a build given only the labeled rows
-    `idx` distills over: the train rows whose labels it does not have, then the pool, as many
-    as the pool holds. A scenario with `labels_per_class` fills its pool the same way (hidden
-    labels first), so the student sees the in-distribution texts a real user's build sees."""
+    """The unlabeled texts (and their teacher features) to distill over when only the rows
+    `idx` are labeled: the train rows whose labels are hidden, then the pool, as many as the
+    pool holds. A scenario with `labels_per_class` puts its hidden rows and its `max_per_class`
+    overflow before the dataset's other rows; while those fit in the pool (they do on every
+    facet: 319 to 2,407 of 3,000 rows) this is the same set of texts a build distills over, so
+    the student sees the in-distribution texts a user's build sees. (The build also drops the
+    few hidden rows whose text repeats a validation or test text; were there more hidden rows
+    than the pool holds, this would keep the lowest-indexed ones.)"""
     rest = np.setdiff1d(np.arange(len(f.y["train"])), idx)
     n = len(f.texts["pool"])
     texts = ([f.texts["train"][i] for i in rest] + f.texts["pool"])[:n]
@@ -186,8 +193,8 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     - 64 tokens: an 8-shot teacher's decisions lean on more of the text than 32 tokens hold.
       works-with:: seed 1 (teacher 0.792): 0.689 at 32, 0.748 at 64; field:: seed 1 (0.897):
       0.816 at 32, 0.859 at 64.
-    - 3 epochs: a build's `min_steps` (about 8 epochs) or 6 epochs scored the same as 3 at 64
-      tokens (works-with:: seed 1: 0.749 against 0.748) for twice the time.
+    - 3 epochs: 6 epochs scored the same as 3 at 64 tokens (works-with:: seed 1: 0.749 against
+      0.748) in 335 s against 160 s; a build's `min_steps` gives about 8.
     - The hidden train rows: the pool alone scored 0.731 on works-with:: seed 1 at 64 tokens.
     With 8 labels per class the bag students cannot follow a tuned teacher from 3,000 soft
     labels: on interface:: (seed 0, contrastive teacher at lr 2e-5: 0.640) static-embedding
@@ -529,11 +536,12 @@ if __name__ == "__main__":
     picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
     methods = os.environ.get("FEWSHOT_METHODS")
     curve = os.environ.get("FEWSHOT_CURVE", "1") != "0"
+    out = os.environ.get("FEWSHOT_OUT")
     if os.environ.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
-        result = render()
+        result = render(Path(out or "bench-results"))
     elif methods:  # a run of some methods writes bench-results/partial/ unless told where
-        out = Path(os.environ.get("FEWSHOT_OUT", "bench-results/partial"))
-        result = run(out, picked, methods=tuple(methods.split(",")), curve=curve)
+        run_methods = tuple(methods.split(","))
+        result = run(Path(out or "bench-results/partial"), picked, run_methods, curve=curve)
     else:
-        result = run(facets=picked, curve=curve)
+        result = run(Path(out or "bench-results"), picked, curve=curve)
     sys.stdout.write(markdown(result["summary"]))
