@@ -541,7 +541,7 @@ if __name__ == "__main__":
         result = render(Path(out or "bench-results"))
     elif methods:  # a run of some methods writes bench-results/partial/ unless told where
         run_methods = tuple(methods.split(","))
-        result = run(Path(out or "bench-results/partial"), picked, run_methods, curve=curve)
+        result = run(Path(out or "bench-results/partial"), picked, methods=run_methods, curve=curve)
     else:
         result = run(Path(out or "bench-results"), picked, curve=curve)
     sys.stdout.write(markdown(result["summary"]))
