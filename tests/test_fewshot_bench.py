@@ -194,3 +194,27 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
         SHOTS,
         SHOTS,
     ]
+
+
+def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
+    from pathlib import Path
+
+    from modelfab.bench import fewshot
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append(("run", a, k)) or {})
+    monkeypatch.setattr(fewshot, "render", lambda *a, **k: calls.append(("render", a, k)) or {})
+    fewshot.main({})
+    fewshot.main({"FEWSHOT_METHODS": "student,active", "FEWSHOT_FACETS": "use,field"})
+    fewshot.main({"FEWSHOT_METHODS": "student", "FEWSHOT_OUT": "out", "FEWSHOT_CURVE": "0"})
+    fewshot.main({"FEWSHOT_RENDER": "1"})
+    assert calls == [
+        ("run", (Path("bench-results"), fewshot.FACETS), {"curve": True}),
+        (
+            "run",
+            (Path("bench-results/partial"), ("use", "field")),
+            {"methods": ("student", "active"), "curve": True},
+        ),
+        ("run", (Path("out"), fewshot.FACETS), {"methods": ("student",), "curve": False}),
+        ("render", (Path("bench-results"),), {}),
+    ]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -529,19 +529,22 @@ def render(out_dir: Path = Path("bench-results")) -> dict:
     return payload
 
 
+def main(env: Mapping[str, str]) -> dict:
+    """What `make bench-fewshot` runs, steered by the FEWSHOT_* variables of `env`."""
+    picked = tuple(env.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
+    methods = env.get("FEWSHOT_METHODS")
+    curve = env.get("FEWSHOT_CURVE", "1") != "0"
+    out = env.get("FEWSHOT_OUT")
+    if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
+        return render(Path(out or "bench-results"))
+    if methods:  # a run of some methods writes bench-results/partial/ unless told where
+        some = tuple(methods.split(","))
+        return run(Path(out or "bench-results/partial"), picked, methods=some, curve=curve)
+    return run(Path(out or "bench-results"), picked, curve=curve)
+
+
 if __name__ == "__main__":
     import os
     import sys
 
-    picked = tuple(os.environ.get("FEWSHOT_FACETS", ",".join(FACETS)).split(","))
-    methods = os.environ.get("FEWSHOT_METHODS")
-    curve = os.environ.get("FEWSHOT_CURVE", "1") != "0"
-    out = os.environ.get("FEWSHOT_OUT")
-    if os.environ.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
-        result = render(Path(out or "bench-results"))
-    elif methods:  # a run of some methods writes bench-results/partial/ unless told where
-        run_methods = tuple(methods.split(","))
-        result = run(Path(out or "bench-results/partial"), picked, methods=run_methods, curve=curve)
-    else:
-        result = run(Path(out or "bench-results"), picked, curve=curve)
-    sys.stdout.write(markdown(result["summary"]))
+    sys.stdout.write(markdown(main(os.environ)["summary"]))
