@@ -7,6 +7,7 @@ import numpy as np
 from modelfab.bench.fewshot import (
     SHOTS,
     Facet,
+    consistent_labels,
     markdown,
     merge,
     per_class,
@@ -38,6 +39,20 @@ def test_the_student_distills_over_the_hidden_train_rows_first_then_the_pool():
     assert unlabeled(f, np.arange(6))[0] == pool  # every row labeled: the pool alone
 
 
+def test_a_label_the_other_rows_contradict_is_inconsistent():
+    rng = np.random.default_rng(0)
+    centres = 5 * np.eye(3, 8)
+    y = np.repeat(np.arange(3), 30)
+    x = centres[y] + rng.normal(0, 0.5, (len(y), 8))
+    flipped = np.array([3, 40, 77])
+    noisy = y.copy()
+    noisy[flipped] = (noisy[flipped] + 1) % 3
+    f = Facet("s", ["a", "b", "c"], {"train": []}, {"train": x}, {"train": noisy})
+    consistent = consistent_labels(f, seed=0)
+    assert not consistent[flipped].any()
+    assert consistent[np.setdiff1d(np.arange(len(y)), flipped)].all()
+
+
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
     return {
         "scenario": "s",
@@ -57,14 +72,15 @@ def test_summary_means_seeds_and_checks_each_bar():
         rec("setfit", 0.71, 90.0, seed=0),
         rec("setfit", 0.71, 90.0, seed=1),
         rec("student", 0.705, 5.0),
-        rec("al-uncertainty", 0.80, shots=3 * SHOTS),
-        rec("al-random", 0.78, shots=3 * SHOTS),
-        rec("al-random", 0.50, shots=2 * SHOTS),  # other rounds do not count
+        rec("al-uncertainty", 0.80, shots=3 * SHOTS, picks_consistent=0.6),
+        rec("al-random", 0.78, shots=3 * SHOTS, picks_consistent=0.9),
+        rec("al-random", 0.50, shots=2 * SHOTS, picks_consistent=0.1),  # other rounds do not count
         rec("label-issues", None, 1.0, shots="all", flip_recall_top10=0.55),
     ]
     s = summarize(records)["s"]
     assert s["means_at_8"]["teacher"] == {"macro_f1": 0.72, "train_wall_s": 15.0}
     assert s["al_random_24"] == 0.78
+    assert s["al_picks_consistent"] == {"al-uncertainty": 0.6, "al-random": 0.9}
     assert s["bars"] == {
         "teacher_f1_ge_setfit": True,  # 0.72 >= 0.71
         "teacher_wall_le_third_of_setfit": True,  # 15 <= 30
@@ -73,7 +89,7 @@ def test_summary_means_seeds_and_checks_each_bar():
         "flip_recall_top10_ge_0.6": False,
     }
     table = markdown({"s": s})
-    assert "| s | " in table and "| 3/5 |" in table
+    assert "| s | " in table and "| 3/5 |" in table and "| 0.60 / 0.90 |" in table
 
 
 def test_missing_methods_leave_their_bars_undecided():
@@ -189,6 +205,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["student"]["train_wall_s"] > 0
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
+    assert all(0 <= r["picks_consistent"] <= 1 for r in records if r["method"] == "al-random")
     # curve=False: the teacher and student at 8 labels per class only
     assert [r["labels_per_class"] for r in records if r["method"] in ("teacher", "student")] == [
         SHOTS,

@@ -11,7 +11,9 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
   "student": a 2-layer transformer student distilled from it over the hidden train rows and
   the pool (`student_f1`);
 - active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
-  diversity) against "al-random", answers taken from the held-back gold train labels;
+  diversity) against "al-random", answers taken from the held-back gold train labels; each
+  record's `picks_consistent` is the share of the rows picked so far whose gold label a
+  cross-validated head over all train labels agrees with (`consistent_labels`);
 - "label-issues": 10 % of the full train labels flipped at random; the share of flipped rows
   among the worst-ranked 10 % (flip_recall_top10);
 - the learning curve: "teacher" and "student" at 8, 16, 32, 64 labels per class and all labels
@@ -230,10 +232,26 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     return macro_f1(f.y["test"], student.predict_logits(f.texts["test"]).argmax(1))
 
 
+def consistent_labels(f: Facet, seed: int) -> np.ndarray:
+    """(N,) bool per train row: its gold label is what a logistic regression over the teacher
+    features of every other train row (5-fold cross-validation) predicts. A row where it is not
+    is ambiguous or mislabeled: the share of these among a strategy's picks says how much of a
+    person's labeling went into rows a linear head cannot use."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x, y = f.x["train"], f.y["train"]
+    n_splits = max(2, min(5, int(np.bincount(y).min())))
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    pred = cross_val_predict(LogisticRegression(max_iter=3000), x, y, cv=folds)
+    return pred == y
+
+
 def active_rounds(
     f: Facet, start: np.ndarray, strategy: str, seed: int, rounds: int = 2
-) -> list[tuple[int, float]]:
-    """(labels per class, test macro-F1 of the head) after each round of +SHOTS per class."""
+) -> list[tuple[int, float, np.ndarray]]:
+    """(labels per class, test macro-F1 of the head, every row picked so far) after each round
+    of +SHOTS per class."""
     labeled = start.copy()
     out = []
     for r in range(rounds):
@@ -245,7 +263,8 @@ def active_rounds(
         )
         labeled = np.sort(np.concatenate([labeled, rest[picks]]))
         final = adapt(f.subset(labeled), ("logreg",), seed=seed).best
-        out.append((SHOTS * (r + 2), macro_f1(f.y["test"], final.logits(f.x["test"]).argmax(1))))
+        f1 = macro_f1(f.y["test"], final.logits(f.x["test"]).argmax(1))
+        out.append((SHOTS * (r + 2), f1, np.setdiff1d(labeled, start)))
     return out
 
 
@@ -318,12 +337,13 @@ def run_facet(f: Facet, seed: int, teacher, methods: tuple[str, ...], curve: boo
             s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed)
             add("student", s_f1, s_wall, shots)
     if "active" in methods:
+        consistent = consistent_labels(f, seed)
         for strategy, method in (
             ("uncertainty-diversity", "al-uncertainty"),
             ("random", "al-random"),
         ):
-            for shots, f1 in active_rounds(f, few, strategy, seed):
-                add(method, f1, None, shots)
+            for shots, f1, picked in active_rounds(f, few, strategy, seed):
+                add(method, f1, None, shots, picks_consistent=float(consistent[picked].mean()))
     if "label-issues" in methods:
         recall, wall = timed(flipped_recall, f, seed)
         add("label-issues", None, wall, None, flip_recall_top10=recall)
@@ -353,6 +373,10 @@ def summarize(records: list[dict]) -> dict:
         al_u = _mean(rows, "al-uncertainty", shots=3 * SHOTS)
         al_r = _mean(rows, "al-random", shots=3 * SHOTS)
         recall = _mean(rows, "label-issues", "flip_recall_top10", shots="all")
+        consistency = {  # the share of consistent labels among both rounds' picks
+            m: _mean(rows, m, "picks_consistent", shots=3 * SHOTS)
+            for m in ("al-uncertainty", "al-random")
+        }
         t, st, sf = s["teacher"], s["student"], s["setfit"]
         bars = {
             "teacher_f1_ge_setfit": _ge(t["macro_f1"], sf["macro_f1"]),
@@ -369,6 +393,7 @@ def summarize(records: list[dict]) -> dict:
             "means_at_8": s,
             "al_uncertainty_24": al_u,
             "al_random_24": al_r,
+            "al_picks_consistent": consistency,
             "flip_recall_top10": recall,
             "bars": bars,
             "curve": {  # the learning curve (seed 0 beyond 8 labels): teacher and student
@@ -393,8 +418,8 @@ def markdown(summary: dict) -> str:
         "# modelfab few-shot bench (means of 3 seeds, 8 labels per class)",
         "",
         "| scenario | head | contrastive | lora | setfit | teacher | student | teacher s | "
-        "setfit s | AL 24 | random 24 | flip recall | bars |",
-        "|---|" + "---|" * 12,
+        "setfit s | AL 24 | random 24 | AL / random picks consistent | flip recall | bars |",
+        "|---|" + "---|" * 13,
     ]
 
     def f(v, digits=3):
@@ -403,6 +428,7 @@ def markdown(summary: dict) -> str:
     for name, s in summary.items():
         m = s["means_at_8"]
         bars = s["bars"]
+        picks = s.get("al_picks_consistent", {})
         passed = sum(1 for v in bars.values() if v)
         lines.append(
             f"| {name} | {f(m['head']['macro_f1'])} | {f(m['contrastive']['macro_f1'])} | "
@@ -410,6 +436,7 @@ def markdown(summary: dict) -> str:
             f"{f(m['teacher']['macro_f1'])} | {f(m['student']['macro_f1'])} | "
             f"{f(m['teacher']['train_wall_s'], 1)} | {f(m['setfit']['train_wall_s'], 1)} | "
             f"{f(s['al_uncertainty_24'])} | {f(s['al_random_24'])} | "
+            f"{f(picks.get('al-uncertainty'), 2)} / {f(picks.get('al-random'), 2)} | "
             f"{f(s['flip_recall_top10'], 2)} | {passed}/{len(bars)} |"
         )
     heads = [str(c if c is not None else "all") for c in CURVE]
