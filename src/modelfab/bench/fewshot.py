@@ -350,8 +350,8 @@ def run_facet(f: Facet, seed: int, teacher, methods: tuple[str, ...], curve: boo
             ("uncertainty-diversity", "al-uncertainty"),
             ("random", "al-random"),
         ):
-            for shots, f1, picked in active_rounds(f, few, strategy, seed):
-                add(method, f1, None, shots, picks_consistent=float(consistent[picked].mean()))
+            for shots, f1, chosen in active_rounds(f, few, strategy, seed):
+                add(method, f1, None, shots, picks_consistent=float(consistent[chosen].mean()))
     if "label-issues" in methods:
         recall, wall = timed(flipped_recall, f, seed)
         add("label-issues", None, wall, None, flip_recall_top10=recall)
