@@ -242,9 +242,9 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
 
 def consistent_labels(f: Facet, seed: int) -> np.ndarray:
     """(N,) bool per train row: its gold label is what a logistic regression over the teacher
-    features of every other train row (5-fold cross-validation) predicts. A row where it is not
-    is ambiguous or mislabeled: the share of these among a strategy's picks says how much of a
-    person's labeling went into rows a linear head cannot use."""
+    features of the train rows outside its fold predicts (5-fold cross-validation). A row where
+    it is not is likely ambiguous or mislabeled: the share of these among a strategy's picks
+    says how much of a person's labeling went into rows a linear head can hardly use."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
