@@ -53,7 +53,7 @@ from modelfab.data.scenario import materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.errors import InputError
 from modelfab.labels import active
-from modelfab.labels.quality import flip_recall, label_issues
+from modelfab.labels.quality import flip_recall, label_issues, out_of_sample_probs
 from modelfab.pipeline.api import import_data
 from modelfab.pipeline.config import BuildConfig, TeacherConfig
 from modelfab.pipeline.loop import split_features
@@ -241,18 +241,14 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
 
 
 def consistent_labels(f: Facet, seed: int) -> np.ndarray:
-    """(N,) bool per train row: its gold label is what a logistic regression over the teacher
-    features of the train rows outside its fold predicts (5-fold cross-validation). A row where
-    it is not is likely ambiguous or mislabeled: the share of these among a strategy's picks
-    says how much of a person's labeling went into rows a linear head can hardly use."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    x, y = f.x["train"], f.y["train"]
-    n_splits = max(2, min(5, int(np.bincount(y).min())))
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    pred = cross_val_predict(LogisticRegression(max_iter=3000), x, y, cv=folds)
-    return pred == y
+    """(N,) bool per train row: its gold label is what a logistic regression (C = 1) over the
+    teacher features of the train rows outside its fold predicts (the label-quality module's
+    5-fold cross-validation). A row where it is not is likely ambiguous or mislabeled: the share
+    of these among a strategy's picks says how much of a person's labeling went into rows a
+    linear head can hardly use."""
+    y = f.y["train"]
+    probs = out_of_sample_probs(f.x["train"], y, len(f.classes), seed=seed, cs=(1.0,))
+    return probs.argmax(1) == y
 
 
 def active_rounds(
