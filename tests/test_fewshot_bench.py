@@ -53,6 +53,23 @@ def test_a_label_the_other_rows_contradict_is_inconsistent():
     assert consistent[np.setdiff1d(np.arange(len(y)), flipped)].all()
 
 
+def test_each_active_learning_round_returns_every_row_picked_so_far():
+    from modelfab.bench.fewshot import active_rounds
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = 3 * np.eye(3, 8)[y] + rng.normal(0, 1.0, (len(y), 8))
+    texts = [f"t{i}" for i in range(len(y))]
+    f = Facet(
+        "s", ["a", "b", "c"], {"train": texts}, {"train": x, "test": x}, {"train": y, "test": y}
+    )
+    start = per_class(y, SHOTS, np.random.default_rng(0))
+    (shots1, _, first), (shots2, _, both) = active_rounds(f, start, "uncertainty-diversity", 0)
+    assert (shots1, shots2) == (2 * SHOTS, 3 * SHOTS)
+    assert len(first) == 3 * SHOTS and len(both) == 6 * SHOTS
+    assert not np.isin(both, start).any() and np.isin(first, both).all()
+
+
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
     return {
         "scenario": "s",
