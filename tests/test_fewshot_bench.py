@@ -70,6 +70,27 @@ def test_each_active_learning_round_returns_every_row_picked_so_far():
     assert not np.isin(both, start).any() and np.isin(first, both).all()
 
 
+def test_active_draws_average_rounds_over_selection_seeds_100_apart(monkeypatch):
+    """Each draw is `active_rounds` with seed + 100 * d; the consistency share is averaged over
+    the draws (fails when every draw reuses one seed, or only the first draw counts)."""
+    from modelfab.bench import fewshot
+
+    y = np.repeat(np.arange(2), 10)
+    f = Facet("s", ["a", "b"], {"train": []}, {"train": np.zeros((20, 2))}, {"train": y})
+    monkeypatch.setattr(fewshot, "consistent_labels", lambda f, seed: np.arange(20) < 10)
+    seeds = []
+
+    def rounds(f, start, strategy, seed):
+        seeds.append(seed)
+        rows = np.arange(4) + (0 if seed < 100 else 10)  # draw 0: consistent rows, draw 1: not
+        return [(16, seed / 1000, rows[:2]), (24, 0.5 + seed / 1000, rows)]
+
+    monkeypatch.setattr(fewshot, "active_rounds", rounds)
+    out = fewshot.active_draws(f, np.arange(2), "random", seed=2, draws=2)
+    assert seeds == [2, 102]
+    assert out == [(16, [0.002, 0.102], 0.5), (24, [0.502, 0.602], 0.5)]
+
+
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
     return {
         "scenario": "s",
@@ -205,7 +226,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
         {"train": y[train], "test": y[test]},
     )
     methods = ("head", "contrastive", "student", "active", "label-issues")
-    records = run_facet(facet, 0, teacher, methods, curve=False)
+    records = run_facet(facet, 0, teacher, methods, curve=False, draws=2)
     by_method = {r["method"]: r for r in records}
     assert set(by_method) == {
         "head",
@@ -222,7 +243,10 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["student"]["train_wall_s"] > 0
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
-    assert all(0 <= r["picks_consistent"] <= 1 for r in records if r["method"] == "al-random")
+    for r in records:
+        if r["method"] in ("al-random", "al-uncertainty"):
+            assert 0 <= r["picks_consistent"] <= 1 and r["draws"] == 2
+            assert abs(r["macro_f1"] - np.mean(r["macro_f1_draws"])) < 1e-4
     # curve=False: the teacher and student at 8 labels per class only
     assert [r["labels_per_class"] for r in records if r["method"] in ("teacher", "student")] == [
         SHOTS,
