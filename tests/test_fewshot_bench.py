@@ -71,24 +71,105 @@ def test_each_active_learning_round_returns_every_row_picked_so_far():
 
 
 def test_active_draws_average_rounds_over_selection_seeds_100_apart(monkeypatch):
-    """Each draw is `active_rounds` with seed + 100 * d; the consistency share is averaged over
-    the draws (fails when every draw reuses one seed, or only the first draw counts)."""
+    """Each draw is `active_rounds` with seed + 100 * d; each round's consistency share is that
+    round's picks averaged over the draws (fails when every draw reuses one seed, only the first
+    draw counts, or a round reads another round's picks)."""
     from modelfab.bench import fewshot
 
-    y = np.repeat(np.arange(2), 10)
-    f = Facet("s", ["a", "b"], {"train": []}, {"train": np.zeros((20, 2))}, {"train": y})
-    monkeypatch.setattr(fewshot, "consistent_labels", lambda f, seed: np.arange(20) < 10)
+    f = Facet("s", ["a", "b"], {"train": []}, {"train": np.zeros((20, 2))}, {"train": np.zeros(20)})
+    consistent = np.arange(20) < 10
     seeds = []
 
     def rounds(f, start, strategy, seed):
         seeds.append(seed)
-        rows = np.arange(4) + (0 if seed < 100 else 10)  # draw 0: consistent rows, draw 1: not
-        return [(16, seed / 1000, rows[:2]), (24, 0.5 + seed / 1000, rows)]
+        if seed < 100:  # draw 0: consistent picks, then half of them
+            return [(16, 0.002, np.array([0, 1])), (24, 0.502, np.array([0, 1, 10, 11]))]
+        return [(16, 0.102, np.array([10, 11])), (24, 0.602, np.array([10, 11, 12, 13]))]
 
     monkeypatch.setattr(fewshot, "active_rounds", rounds)
-    out = fewshot.active_draws(f, np.arange(2), "random", seed=2, draws=2)
+    out = fewshot.active_draws(f, np.arange(2), "random", 2, consistent, draws=2)
     assert seeds == [2, 102]
-    assert out == [(16, [0.002, 0.102], 0.5), (24, [0.502, 0.602], 0.5)]
+    assert out == [(16, [0.002, 0.102], 0.5), (24, [0.502, 0.602], 0.25)]
+
+
+def test_active_records_hold_the_mean_of_the_draws_and_each_draw(monkeypatch):
+    """A record's macro_f1 is the mean of its draws, which it lists; the consistency check runs
+    once for both strategies (fails when macro_f1 is one draw's or the best draw's)."""
+    from modelfab.bench import fewshot
+
+    calls = []
+    monkeypatch.setattr(fewshot, "consistent_labels", lambda f, seed: calls.append(seed) or "c")
+
+    def draws(f, start, strategy, seed, consistent, draws):
+        assert consistent == "c"
+        base = 0.0 if strategy == "random" else 0.1
+        return [(16, [base + 0.2, base + 0.4], 0.5), (24, [base + 0.6, base + 0.8], 0.7)]
+
+    monkeypatch.setattr(fewshot, "active_draws", draws)
+    out = fewshot.active_records(None, np.arange(2), seed=3, draws=2)
+    assert calls == [3]
+    assert [(m, shots) for m, shots, _, _ in out] == [
+        ("al-uncertainty", 16),
+        ("al-uncertainty", 24),
+        ("al-random", 16),
+        ("al-random", 24),
+    ]
+    assert np.allclose([f1 for _, _, f1, _ in out], [0.4, 0.8, 0.3, 0.7])
+    assert out[3][3] == {"picks_consistent": 0.7, "draws": 2, "macro_f1_draws": [0.6, 0.8]}
+
+
+def test_bench_student_trains_for_the_builds_min_steps_at_the_teachers_length(monkeypatch):
+    """`student_f1` distills with the build's TransformerStudentConfig except the input length
+    (fails when the bench shortens training, e.g. min_steps=0)."""
+    import torch
+
+    from modelfab.bench.fewshot import student_f1
+    from modelfab.distill import transformer
+    from modelfab.distill.transformer import TransformerStudentConfig
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, teacher, config):
+            seen["config"] = config
+
+        def fit(self, data):
+            seen["n_texts"] = len(data.texts)
+            return self
+
+        def predict_logits(self, texts):
+            return np.eye(2)[np.arange(len(texts)) % 2]
+
+    class Adapter:
+        def logits(self, x):
+            return np.zeros((len(x), 2))
+
+        def head(self):
+            return torch.nn.Linear(2, 2)
+
+    class Teacher:
+        module = object()
+        config = type("C", (), {"max_length": 48})()
+
+    monkeypatch.setattr(transformer, "TransformerStudent", Fake)
+    y = np.array([0, 1] * 4)
+    texts = [f"t{i}" for i in range(8)]
+    f = Facet(
+        "s",
+        ["a", "b"],
+        {"train": texts, "pool": ["p0", "p1"], "test": ["x", "y"]},
+        {"train": np.zeros((8, 2)), "pool": np.zeros((2, 2))},
+        {"train": y, "test": np.array([0, 1])},
+    )
+    assert student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5) == 1.0
+    build = TransformerStudentConfig()
+    config = seen["config"]
+    assert (config.min_steps, config.epochs, config.layers) == (
+        build.min_steps,
+        build.epochs,
+        build.layers,
+    )
+    assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):

@@ -12,9 +12,10 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
   the pool (`student_f1`);
 - active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
   diversity) against "al-random", answers taken from the held-back gold train labels, each
-  record the mean of 10 selection draws from the same starting rows (`active_draws`, the draws'
-  F1 in `macro_f1_draws`); its `picks_consistent` is the share of the rows picked so far whose
-  gold label a cross-validated head over all train labels agrees with (`consistent_labels`);
+  record the mean of its `draws` (10) selection draws from the same starting rows
+  (`active_draws`; each draw's F1, to 4 digits, in `macro_f1_draws`); its `picks_consistent`
+  is the share of the rows picked so far whose gold label a cross-validated head over all train
+  labels agrees with (`consistent_labels`);
 - "label-issues": 10 % of the full train labels flipped at random; the share of flipped rows
   among the worst-ranked 10 % (flip_recall_top10);
 - the learning curve: "teacher" and "student" at 8, 16, 32, 64 labels per class and all labels
@@ -194,7 +195,7 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     The student is the build's "transformer" family (`TransformerStudentConfig`: the teacher's
     lower 2 layers, its embeddings and pooling, the adapter's head) reading the teacher's input
     length (64 tokens, not the build's 32) and trained as long as a build trains it (its
-    `min_steps`: 700 optimizer steps, 9 epochs over the ~3,000 texts).
+    `min_steps`: 700 optimizer steps, 8-9 epochs over the ~2,700 texts it trains on).
     - The embedding-matching loss stays (feature_weight 1). Without it (b373a22, a
       `FEWSHOT_METHODS=student,active` run; its student records were not kept) works-with:: rose
       by 1.5 points (0.722 to 0.737) and use:: by 0.5, while interface:: fell by 1.7 (0.656 to
@@ -209,8 +210,9 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     - The build's 700 steps, not 3 epochs (what this bench ran until 8677988): after 3 epochs
       the student agreed with the teacher on only 88 % of the texts it was trained on
       (works-with:: seed 1; 89 % of the test texts), so it underfitted; after 8 epochs, 95 %
-      (91 % of test), and test macro-F1 rose from 0.728 to 0.745 (teacher 0.792). (An earlier
-      probe over 4,144 texts had found 6 epochs no better than 3: 0.749 against 0.748.)
+      (91 % of test), and test macro-F1 rose from 0.728 to 0.745 (teacher 0.792; that probe set
+      `epochs=8`, a build's 700 steps give 9 there). An earlier probe over 4,144 texts had found
+      6 epochs no better than 3 (0.749 against 0.748).
     - The hidden train rows: the pool alone scored 0.731 on works-with:: seed 1 at 64 tokens.
     With 8 labels per class the bag students cannot follow a tuned teacher from 3,000 soft
     labels: on interface:: (seed 0, contrastive teacher at lr 2e-5: 0.640) static-embedding
@@ -279,24 +281,49 @@ def active_rounds(
 
 
 def active_draws(
-    f: Facet, start: np.ndarray, strategy: str, seed: int, draws: int = AL_DRAWS
+    f: Facet,
+    start: np.ndarray,
+    strategy: str,
+    seed: int,
+    consistent: np.ndarray,
+    draws: int = AL_DRAWS,
 ) -> list[tuple[int, list[float], float]]:
     """(labels per class, each draw's test macro-F1, the share of consistent picks averaged over
     the draws) after each round: `active_rounds` from the same starting rows with selection seeds
     seed, seed + 100, ... (a random draw's picks, the K-means initialisation of a clustering
-    strategy).
+    strategy); `consistent` is `consistent_labels` of the facet.
 
     One draw of random picks is a noisy baseline: on works-with:: the 3-seed mean of one draw per
-    seed ranged from 0.757 to 0.807 over the 10 draws of d56fac2 (standard deviation 0.013);
+    seed ranged from 0.757 to 0.807 over the 10 draws of d56fac2 (sample s.d. 0.014);
     the draw the bench used to take (seed 0, 1, 2) was the best of them; the mean over 10 draws
     is the expected F1 of random picking that a strategy has to beat."""
-    consistent = consistent_labels(f, seed)
     per_draw = [active_rounds(f, start, strategy, seed + 100 * d) for d in range(draws)]
     out = []
     for r, (shots, _, _) in enumerate(per_draw[0]):
         f1s = [rounds[r][1] for rounds in per_draw]
         share = float(np.mean([consistent[rounds[r][2]].mean() for rounds in per_draw]))
         out.append((shots, f1s, share))
+    return out
+
+
+AL_METHODS = (("uncertainty-diversity", "al-uncertainty"), ("random", "al-random"))
+
+
+def active_records(
+    f: Facet, start: np.ndarray, seed: int, draws: int = AL_DRAWS
+) -> list[tuple[str, int, float, dict]]:
+    """(method, labels per class, macro-F1 averaged over the draws, the record's other fields)
+    of each active-learning round of both strategies (`active_draws`)."""
+    consistent = consistent_labels(f, seed)
+    out = []
+    for strategy, method in AL_METHODS:
+        for shots, f1s, share in active_draws(f, start, strategy, seed, consistent, draws):
+            extra = {
+                "picks_consistent": share,
+                "draws": len(f1s),
+                "macro_f1_draws": [round(v, 4) for v in f1s],
+            }
+            out.append((method, shots, float(np.mean(f1s)), extra))
     return out
 
 
@@ -376,20 +403,8 @@ def run_facet(
             s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed)
             add("student", s_f1, s_wall, shots)
     if "active" in methods:
-        for strategy, method in (
-            ("uncertainty-diversity", "al-uncertainty"),
-            ("random", "al-random"),
-        ):
-            for shots, f1s, share in active_draws(f, few, strategy, seed, draws):
-                add(
-                    method,
-                    float(np.mean(f1s)),
-                    None,
-                    shots,
-                    picks_consistent=share,
-                    draws=len(f1s),
-                    macro_f1_draws=[round(v, 4) for v in f1s],
-                )
+        for method, shots, f1, extra in active_records(f, few, seed, draws):
+            add(method, f1, None, shots, **extra)
     if "label-issues" in methods:
         recall, wall = timed(flipped_recall, f, seed)
         add("label-issues", None, wall, None, flip_recall_top10=recall)
