@@ -265,19 +265,20 @@ def active_rounds(
     f: Facet, start: np.ndarray, strategy: str, seed: int, rounds: int = 2
 ) -> list[tuple[int, float, np.ndarray]]:
     """(labels per class, test macro-F1 of the head, every row picked so far) after each round
-    of +SHOTS per class."""
+    of +SHOTS per class. A round's head, fitted on every row labeled so far, is both what that
+    round is scored by and what the next round picks with."""
     labeled = start.copy()
+    head = adapt(f.subset(labeled), ("logreg",), seed=seed).best
     out = []
     for r in range(rounds):
-        head = adapt(f.subset(labeled), ("logreg",), seed=seed).best
         rest = np.setdiff1d(np.arange(len(f.y["train"])), labeled)
         probs = softmax(head.logits(f.x["train"][rest]), axis=1)
         picks = active.select(
             probs, f.x["train"][rest], SHOTS * len(f.classes), strategy, seed=seed + r
         )
         labeled = np.sort(np.concatenate([labeled, rest[picks]]))
-        final = adapt(f.subset(labeled), ("logreg",), seed=seed).best
-        f1 = macro_f1(f.y["test"], final.logits(f.x["test"]).argmax(1))
+        head = adapt(f.subset(labeled), ("logreg",), seed=seed).best
+        f1 = macro_f1(f.y["test"], head.logits(f.x["test"]).argmax(1))
         out.append((SHOTS * (r + 2), f1, np.setdiff1d(labeled, start)))
     return out
 
