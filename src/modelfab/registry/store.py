@@ -56,6 +56,7 @@ from modelfab.registry.schema import (
     Trial,
     utcnow,
 )
+from modelfab.sqlite_wal import enable_wal
 
 SQLITE_BUSY_TIMEOUT_S = 30
 PG_CONNECT_TIMEOUT_S = 10
@@ -466,7 +467,7 @@ def _create_engine(url: URL) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         if not in_memory:
-            cur.execute("PRAGMA journal_mode=WAL")
+            enable_wal(cur, SQLITE_BUSY_TIMEOUT_S)
             cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")  # as PostgreSQL would enforce them
         cur.close()

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from modelfab.progress import track
+from modelfab.sqlite_wal import enable_wal
 from modelfab.teachers.base import Teacher
+
+BUSY_TIMEOUT_S = 60
 
 
 def text_hash(text: str) -> str:
@@ -36,8 +39,8 @@ class FeatureCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _connect(self, teacher_id: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.root / f"{teacher_id}.sqlite", timeout=60)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(self.root / f"{teacher_id}.sqlite", timeout=BUSY_TIMEOUT_S)
+        enable_wal(conn, BUSY_TIMEOUT_S)
         conn.execute("CREATE TABLE IF NOT EXISTS features (h TEXT PRIMARY KEY, v BLOB NOT NULL)")
         return conn
 
