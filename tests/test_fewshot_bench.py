@@ -354,3 +354,34 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
         ("run", (Path("out"), fewshot.FACETS), {"methods": ("student",), "curve": False}),
         ("render", (Path("bench-results"),), {}),
     ]
+
+
+def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_path):
+    """The bench pins the teacher's precision: "auto" measures fp32 against bf16 on the CPU at
+    hand, and the frozen-feature figures would move with its choice."""
+    import json
+    from types import SimpleNamespace
+
+    from modelfab.bench import fewshot
+
+    loaded = []
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fewshot, "import_data", lambda *a, **k: SimpleNamespace(id="d"))
+    monkeypatch.setattr(fewshot.paths, "debian_snapshot", lambda: tmp_path / "none.jsonl.gz")
+    monkeypatch.setattr(
+        fewshot, "load_teacher", lambda cfg, sample, home: loaded.append(cfg) or ("t", {})
+    )
+    monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
+    record = {"labels_per_class": SHOTS, "method": "head", "macro_f1": 0.5, "train_wall_s": 1.0}
+
+    def run_facet(f, seed, teacher, methods, curve):
+        return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
+
+    monkeypatch.setattr(fewshot, "run_facet", run_facet)
+    fewshot.run(tmp_path / "out", facets=("use",), seeds=(0, 1), methods=("head",), curve=False)
+    assert [cfg.precision for cfg in loaded] == ["fp32"]
+    stored = json.loads((tmp_path / "out" / "fewshot.json").read_text())["records"]
+    assert sorted((r["scenario"], r["seed"]) for r in stored) == [
+        ("debian-use", 0),
+        ("debian-use", 1),
+    ]

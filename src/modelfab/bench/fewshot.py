@@ -70,6 +70,7 @@ SHOTS = 8
 CURVE = (8, 16, 32, 64, None)  # None: every train label
 DEFAULT = BuildConfig().adapt  # the teacher a build adapts by default ("auto")
 SETFIT_ITERATIONS = 20
+BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
 
@@ -578,7 +579,10 @@ def run(
         raise InputError(f"few-shot facets must be some of {', '.join(FACETS)}; got {unknown}")
     home = paths.home()
     version = import_data(paths.debian_snapshot(), name="debian-snapshot")
-    teacher, _ = load_teacher(TeacherConfig(), sample=["warm-up"], home=home)
+    # fp32, not "auto": a build measures fp32 against bf16 on this CPU and may pick either, and
+    # every frozen-feature figure here would move with that choice from machine to machine
+    # (every stored record is fp32; SetFit runs in fp32 too).
+    teacher, _ = load_teacher(TeacherConfig(precision=BENCH_PRECISION), sample=[], home=home)
     cache = FeatureCache(home / "cache" / "features")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "fewshot.json"
