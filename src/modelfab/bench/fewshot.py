@@ -70,6 +70,7 @@ SHOTS = 8
 CURVE = (8, 16, 32, 64, None)  # None: every train label
 DEFAULT = BuildConfig().adapt  # the teacher a build adapts by default ("auto")
 SETFIT_ITERATIONS = 20
+POOL = 9000  # unlabeled texts per scenario (the students bench's 3,000; see `student_f1`)
 BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
@@ -106,7 +107,7 @@ def per_class(y: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndar
 
 
 def load_facet(dataset_id: str, facet: str, seed: int, teacher, cache: FeatureCache) -> Facet:
-    spec = facet_spec(dataset_id, facet).model_copy(update={"seed": seed})
+    spec = facet_spec(dataset_id, facet, unlabeled_pool=POOL).model_copy(update={"seed": seed})
     data = materialize(spec, DatasetStore(paths.home()).load(dataset_id))
     texts, x, y = split_features(data, teacher, cache, facet)
     return Facet(f"debian-{facet}", data.classes, texts, x, y)
