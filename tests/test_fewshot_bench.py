@@ -385,3 +385,22 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
         ("debian-use", 0),
         ("debian-use", 1),
     ]
+
+
+def test_a_facet_holds_a_pool_of_9000_texts_and_the_seed_splits_it(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from modelfab.bench import fewshot
+
+    specs = []
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path))
+    monkeypatch.setattr(fewshot, "DatasetStore", lambda home: SimpleNamespace(load=lambda d: "df"))
+    monkeypatch.setattr(
+        fewshot,
+        "materialize",
+        lambda spec, df: specs.append(spec) or SimpleNamespace(classes=["a"]),
+    )
+    monkeypatch.setattr(fewshot, "split_features", lambda data, t, c, name: ({}, {}, {}))
+    f = fewshot.load_facet("d", "use", 2, teacher=None, cache=None)
+    assert f.name == "debian-use" and f.classes == ["a"]
+    assert [(s.unlabeled_pool, s.seed, s.name) for s in specs] == [(9000, 2, "debian-use")]
