@@ -115,7 +115,13 @@ def test_active_records_hold_the_mean_of_the_draws_and_each_draw(monkeypatch):
         ("al-random", 24),
     ]
     assert np.allclose([f1 for _, _, f1, _ in out], [0.4, 0.8, 0.3, 0.7])
-    assert out[3][3] == {"picks_consistent": 0.7, "draws": 2, "macro_f1_draws": [0.6, 0.8]}
+    assert out[3][3] == {
+        "strategy": "random",
+        "picks_consistent": 0.7,
+        "draws": 2,
+        "macro_f1_draws": [0.6, 0.8],
+    }
+    assert out[0][3]["strategy"] == "balanced"  # the strategy a build's queue uses
 
 
 def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeypatch):

@@ -208,6 +208,49 @@ def test_uncertainty_diversity_spreads_picks_over_distinct_uncertain_groups():
     assert (active.select(probs, x, 3, "uncertainty") < 10).all()  # all from group 0
 
 
+def skewed_pool():
+    """200 rows predicted class 0, all more uncertain than any other row; 40 predicted class 1
+    and 40 class 2, confident; features make each class one blob."""
+    rng = np.random.default_rng(0)
+    n0, n1, n2 = 200, 40, 40
+    probs = np.vstack(
+        [
+            np.column_stack([np.full(n0, 0.5), np.full(n0, 0.3), np.full(n0, 0.2)])
+            + rng.uniform(0, 0.05, (n0, 1)) * [1, -1, 0],
+            np.tile([0.1, 0.8, 0.1], (n1, 1)) + rng.uniform(0, 0.05, (n1, 1)) * [1, -1, 0],
+            np.tile([0.05, 0.05, 0.9], (n2, 1)) + rng.uniform(0, 0.05, (n2, 1)) * [0, 1, -1],
+        ]
+    )
+    x = np.vstack([rng.normal(c, 0.3, (n, 4)) for c, n in ((0, n0), (3, n1), (-3, n2))])
+    return x, probs
+
+
+def test_balanced_gives_each_predicted_class_its_share_of_uncertain_picks():
+    x, probs = skewed_pool()
+    pred = probs.argmax(1)
+    picks = active.select(probs, x, 6, "balanced")
+    assert len(set(picks)) == 6 and np.bincount(pred[picks], minlength=3).tolist() == [2, 2, 2]
+    unc = -active.margins(probs)
+    for c in (1, 2):  # each share comes from the most uncertain rows predicted as its class
+        rows = np.flatnonzero(pred == c)
+        top = set(rows[np.argsort(-unc[rows])[:20]])
+        assert set(picks[pred[picks] == c]) <= top
+    # without balancing, every pick is one of the uncertain class-0 rows
+    assert (pred[active.select(probs, x, 6, "uncertainty-diversity")] == 0).all()
+    assert active.DEFAULT_STRATEGY == "balanced"
+
+
+def test_balanced_fills_a_small_class_share_with_the_most_uncertain_rows_left():
+    x, probs = skewed_pool()
+    probs, x = probs[:201], x[:201]  # one row predicted class 1, none class 2
+    pred = probs.argmax(1)
+    picks = active.select(probs, x, 9, "balanced")  # shares 3, 3, 3
+    assert len(set(picks)) == 9 and 200 in picks
+    assert np.bincount(pred[picks], minlength=3).tolist() == [8, 1, 0]
+    odd = active.select(probs, x, 4, "balanced", seed=1)  # 4 over 3 classes: shares 2, 1, 1
+    assert len(set(odd)) == 4
+
+
 def test_random_and_diversity_and_edge_cases():
     x, probs = pool()
     a = active.select(probs, x, 20, "random", seed=1)

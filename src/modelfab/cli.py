@@ -736,8 +736,9 @@ def labels_queue(
     out_file: Annotated[Path, typer.Option("--out", help="queue file (.csv or .jsonl)")],
     k: Annotated[int, typer.Option(help="examples to pick")] = 40,
     strategy: Annotated[
-        str, typer.Option(help="uncertainty-diversity, uncertainty, diversity or random")
-    ] = "uncertainty-diversity",
+        str,
+        typer.Option(help="balanced, uncertainty-diversity, uncertainty, diversity or random"),
+    ] = "balanced",
     seed: int = 0,
     teacher: Annotated[str | None, typer.Option(help=TEACHER_HELP)] = None,
 ) -> None:

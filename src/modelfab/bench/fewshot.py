@@ -10,8 +10,9 @@ teacher's wall time includes encoding its labeled texts (SetFit's includes it to
   16 labels per class (the "contrastive" fit itself at 8), frozen-feature heads above; and
   "student": a 2-layer transformer student distilled from it over the hidden train rows and
   the pool (`student_f1`);
-- active learning: two rounds of +8 labels per class picked by "al-uncertainty" (uncertainty and
-  diversity) against "al-random", answers taken from the held-back gold train labels, each
+- active learning: two rounds of +8 labels per class picked by "al-uncertainty" (the default
+  "balanced" strategy: uncertainty and diversity within each predicted class) against
+  "al-random", answers taken from the held-back gold train labels, each
   record the mean of its `draws` (10) selection draws from the same starting rows
   (`active_draws`; each draw's F1, to 4 digits, in `macro_f1_draws`); its `picks_consistent`
   is the share of the rows picked so far whose gold label a cross-validated head over all train
@@ -314,7 +315,7 @@ def active_draws(
     return out
 
 
-AL_METHODS = (("uncertainty-diversity", "al-uncertainty"), ("random", "al-random"))
+AL_METHODS = ((active.DEFAULT_STRATEGY, "al-uncertainty"), ("random", "al-random"))
 
 
 def active_records(
@@ -327,6 +328,7 @@ def active_records(
     for strategy, method in AL_METHODS:
         for shots, f1s, share in active_draws(f, start, strategy, seed, consistent, draws):
             extra = {
+                "strategy": strategy,
                 "picks_consistent": share,
                 "draws": len(f1s),
                 "macro_f1_draws": [round(v, 4) for v in f1s],

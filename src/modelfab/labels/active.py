@@ -6,6 +6,10 @@ Strategies over the adapted teacher's probabilities and features of the pool:
 - "uncertainty-diversity" (default): the most uncertain 10*K candidates, clustered into K
   groups, the most uncertain of each group: uncertain examples that are not near-duplicates
   of one another (cluster-margin selection);
+- "balanced": an equal share of the K picks for each class the teacher predicts, each share
+  picked by cluster-margin selection among the rows predicted as that class (what a class
+  predicted for few rows cannot fill goes to the most uncertain rows left): uncertain, diverse
+  examples of the rare classes too, which macro-F1 weighs as much as the common ones;
 - "random": the baseline any strategy must beat.
 
 The queue is written as CSV or JSONL for people to fill in the `label` column; answers come back
@@ -24,7 +28,8 @@ from sklearn.cluster import KMeans
 from modelfab.atomic import write_text
 from modelfab.errors import InputError
 
-STRATEGIES = ("uncertainty-diversity", "uncertainty", "diversity", "random")
+STRATEGIES = ("balanced", "uncertainty-diversity", "uncertainty", "diversity", "random")
+DEFAULT_STRATEGY = "balanced"
 
 
 def margins(probs: np.ndarray) -> np.ndarray:
@@ -50,11 +55,45 @@ def _cluster_pick(x: np.ndarray, k: int, score: np.ndarray | None, seed: int) ->
     return np.array(sorted(picks), dtype=np.int64)
 
 
+def _cluster_margin(
+    x: np.ndarray, uncertainty: np.ndarray, rows: np.ndarray, k: int, per_pick: int, seed: int
+) -> np.ndarray:
+    """Of `rows`, `k`: the most uncertain k * per_pick clustered into k groups, the most
+    uncertain row of each group."""
+    if k >= len(rows):
+        return np.sort(rows)
+    cand = rows[np.argsort(-uncertainty[rows], kind="stable")[: k * per_pick]]
+    return np.sort(cand[_cluster_pick(x[cand], k, uncertainty[cand], seed)])
+
+
+def _balanced(
+    probs: np.ndarray, x: np.ndarray, uncertainty: np.ndarray, k: int, per_pick: int, seed: int
+) -> np.ndarray:
+    """`k` indices: per predicted class its share of k (the remainder to classes drawn by
+    `seed`) by `_cluster_margin` over the rows predicted as it; the shares a class's rows cannot
+    fill go to the most uncertain rows not picked."""
+    n_classes = probs.shape[1]
+    pred = probs.argmax(1)
+    shares = np.full(n_classes, k // n_classes)
+    shares[np.random.default_rng(seed).permutation(n_classes)[: k % n_classes]] += 1
+    picks = [
+        _cluster_margin(x, uncertainty, np.flatnonzero(pred == c), int(shares[c]), per_pick, seed)
+        for c in range(n_classes)
+        if shares[c]
+    ]
+    chosen = np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
+    if len(chosen) < k:
+        rest = np.setdiff1d(np.arange(len(probs)), chosen)
+        order = rest[np.argsort(-uncertainty[rest], kind="stable")]
+        chosen = np.concatenate([chosen, order[: k - len(chosen)]])
+    return np.sort(chosen.astype(np.int64))
+
+
 def select(
     probs: np.ndarray,
     features: np.ndarray,
     k: int,
-    strategy: str = "uncertainty-diversity",
+    strategy: str = DEFAULT_STRATEGY,
     seed: int = 0,
     candidates_per_pick: int = 10,
 ) -> np.ndarray:
@@ -75,9 +114,9 @@ def select(
         return np.sort(np.argsort(-uncertainty, kind="stable")[:k])
     if strategy == "diversity":
         return _cluster_pick(features, k, None, seed)
-    m = min(n, k * candidates_per_pick)
-    pool = np.argsort(-uncertainty, kind="stable")[:m]
-    return np.sort(pool[_cluster_pick(features[pool], k, uncertainty[pool], seed)])
+    if strategy == "balanced":
+        return _balanced(probs, features, uncertainty, k, candidates_per_pick, seed)
+    return _cluster_margin(features, uncertainty, np.arange(n), k, candidates_per_pick, seed)
 
 
 def queue_frame(

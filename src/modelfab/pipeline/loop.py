@@ -95,7 +95,7 @@ def suspect_labels(
 def labeling_queue(
     name: str,
     k: int,
-    strategy: str = "uncertainty-diversity",
+    strategy: str = "balanced",
     seed: int = 0,
     registry: Registry | None = None,
     teacher: TeacherConfig | None = None,
