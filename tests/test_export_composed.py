@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from modelfab.bench.hardware import _cpuinfo
 from modelfab.export import composed, onnx_export
 from modelfab.export.bundle import ExportRecipe, export_bundle
 from modelfab.export.runtime import BundlePredictor
@@ -79,7 +80,10 @@ def test_joined_bundle_predicts_like_the_whole_model_export(tmp_path, encoder, t
     assert joined.parity["max_abs_diff"] <= 1e-4
     a = BundlePredictor(joined.path).predict_proba(TEXTS)
     b = BundlePredictor(whole.path).predict_proba(TEXTS)
-    np.testing.assert_allclose(a, b, atol=2e-3)
+    # int8 graphs: on a CPU without VNNI onnxruntime's u8s8 kernels saturate, and the joined and
+    # whole graphs (quantized separately) then differ by up to 0.0074 here (AVX2 only).
+    vnni = "avx512_vnni" in _cpuinfo()[1] or "avx_vnni" in _cpuinfo()[1]
+    np.testing.assert_allclose(a, b, atol=2e-3 if vnni else 1e-2)
     np.testing.assert_allclose(a, torch_proba(model, tokenizer, TEXTS), atol=5e-2)
     # One fp32 and one int8 encoder graph in the cache, no temporary files.
     assert sorted(p.name.split(".", 1)[1] for p in cache.iterdir()) == ["fp32.onnx", "int8.onnx"]
