@@ -82,7 +82,8 @@ def test_joined_bundle_predicts_like_the_whole_model_export(tmp_path, encoder, t
     b = BundlePredictor(whole.path).predict_proba(TEXTS)
     # int8 graphs: on a CPU without VNNI onnxruntime's u8s8 kernels saturate, and the joined and
     # whole graphs (quantized separately) then differ by up to 0.0074 here (AVX2 only).
-    vnni = "avx512_vnni" in _cpuinfo()[1] or "avx_vnni" in _cpuinfo()[1]
+    flags = _cpuinfo()[1]
+    vnni = "avx512_vnni" in flags or "avx_vnni" in flags
     np.testing.assert_allclose(a, b, atol=2e-3 if vnni else 1e-2)
     np.testing.assert_allclose(a, torch_proba(model, tokenizer, TEXTS), atol=5e-2)
     # One fp32 and one int8 encoder graph in the cache, no temporary files.

@@ -3,13 +3,13 @@
 Strategies over the adapted teacher's probabilities and features of the pool:
 - "uncertainty": the K smallest margins (top-1 minus top-2 probability);
 - "diversity": one example per K-means cluster of the pool's features (nearest the centre);
-- "uncertainty-diversity" (default): the most uncertain 10*K candidates, clustered into K
+- "uncertainty-diversity": the most uncertain 10*K candidates, clustered into K
   groups, the most uncertain of each group: uncertain examples that are not near-duplicates
   of one another (cluster-margin selection);
-- "balanced": an equal share of the K picks for each class the teacher predicts, each share
-  picked by cluster-margin selection among the rows predicted as that class (what a class
-  predicted for few rows cannot fill goes to the most uncertain rows left): uncertain, diverse
-  examples of the rare classes too, which macro-F1 weighs as much as the common ones;
+- "balanced" (default): an equal share of the K picks for each class the teacher predicts,
+  each share picked by cluster-margin selection among the rows predicted as that class (what a
+  class predicted for few rows cannot fill goes to the most uncertain rows left): uncertain,
+  diverse examples of the rare classes too, which macro-F1 weighs as much as the common ones;
 - "random": the baseline any strategy must beat.
 
 The queue is written as CSV or JSONL for people to fill in the `label` column; answers come back

@@ -95,7 +95,7 @@ def suspect_labels(
 def labeling_queue(
     name: str,
     k: int,
-    strategy: str = "balanced",
+    strategy: str = active.DEFAULT_STRATEGY,
     seed: int = 0,
     registry: Registry | None = None,
     teacher: TeacherConfig | None = None,
