@@ -130,7 +130,7 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeyp
     docstring). Fails when either setting changes unnoticed."""
     import torch
 
-    from modelfab.bench.fewshot import student_f1
+    from modelfab.bench.fewshot import STUDENT_LAYERS, student_f1
     from modelfab.distill import transformer
     from modelfab.distill.transformer import TransformerStudentConfig
 
@@ -171,7 +171,7 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeyp
     assert student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5) == 1.0
     build = TransformerStudentConfig()
     config = seen["config"]
-    assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, build.layers)
+    assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, STUDENT_LAYERS)
     assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
 
 
@@ -291,7 +291,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
 ):
     """The bench's own measuring code, end to end on a tiny teacher: each method gives the
     records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import Facet, run_facet
+    from modelfab.bench.fewshot import STUDENT_LAYERS, Facet, run_facet
     from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
 
     teacher = HFTextEncoder(EncoderConfig(path=str(tiny_teacher_dir), max_length=32))
@@ -325,6 +325,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["teacher"]["macro_f1"] > 0.8
     assert by_method["student"]["macro_f1"] > 0.8
     assert by_method["student"]["train_wall_s"] > 0
+    assert by_method["student"]["layers"] == STUDENT_LAYERS
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
