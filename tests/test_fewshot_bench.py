@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from modelfab.bench.fewshot import (
     SHOTS,
@@ -173,6 +174,9 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeyp
     config = seen["config"]
     assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, STUDENT_LAYERS)
     assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
+    assert config.lr == build.lr
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, lr=1e-4)
+    assert seen["config"].lr == 1e-4 and seen["config"].layers == STUDENT_LAYERS
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -291,7 +295,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
 ):
     """The bench's own measuring code, end to end on a tiny teacher: each method gives the
     records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import STUDENT_LAYERS, Facet, run_facet
+    from modelfab.bench.fewshot import STUDENT_DEFAULTS, STUDENT_LAYERS, Facet, run_facet
     from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
 
     teacher = HFTextEncoder(EncoderConfig(path=str(tiny_teacher_dir), max_length=32))
@@ -326,6 +330,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["student"]["macro_f1"] > 0.8
     assert by_method["student"]["train_wall_s"] > 0
     assert by_method["student"]["layers"] == STUDENT_LAYERS
+    assert by_method["student"]["lr"] == STUDENT_DEFAULTS.lr
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
@@ -363,6 +368,29 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
     ]
 
 
+def test_the_environment_sets_a_trial_students_learning_rate(monkeypatch):
+    from pathlib import Path
+
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append((a, k)) or {})
+    fewshot.main({"FEWSHOT_METHODS": "student", "FEWSHOT_STUDENT_LR": "1e-4"})
+    fewshot.main({"FEWSHOT_STUDENT_LR": "5e-5"})
+    assert calls == [
+        (
+            (Path("bench-results/partial"), fewshot.FACETS),
+            {"methods": ("student",), "curve": True, "student_lr": 1e-4},
+        ),
+        ((Path("bench-results"), fewshot.FACETS), {"curve": True, "student_lr": 5e-5}),
+    ]
+    for bad in ("fast", "0", "-1e-4", "nan", "inf"):
+        with pytest.raises(InputError, match="FEWSHOT_STUDENT_LR must be a positive number"):
+            fewshot.main({"FEWSHOT_STUDENT_LR": bad})
+    assert len(calls) == 2
+
+
 def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_path):
     """The bench pins the teacher's precision: "auto" measures fp32 against bf16 on the CPU at
     hand, and the frozen-feature figures would move with its choice."""
@@ -381,13 +409,19 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
     monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
     record = {"labels_per_class": SHOTS, "method": "head", "macro_f1": 0.5, "train_wall_s": 1.0}
 
-    def run_facet(f, seed, teacher, methods, curve):
+    lrs = []
+
+    def run_facet(f, seed, teacher, methods, curve, student_lr):
+        lrs.append(student_lr)
         return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
-    fewshot.run(tmp_path / "out", facets=("use",), seeds=(0, 1), methods=("head",), curve=False)
+    fewshot.run(tmp_path / "out", ("use",), (0, 1), methods=("head",), curve=False, student_lr=1e-4)
     assert [cfg.precision for cfg in loaded] == ["fp32"]
-    stored = json.loads((tmp_path / "out" / "fewshot.json").read_text())["records"]
+    assert lrs == [1e-4, 1e-4]
+    payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
+    assert [m["student_lr"] for m in payload["meta"]["runs"]] == [1e-4]
+    stored = payload["records"]
     assert sorted((r["scenario"], r["seed"]) for r in stored) == [
         ("debian-use", 0),
         ("debian-use", 1),

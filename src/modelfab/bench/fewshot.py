@@ -34,6 +34,7 @@ teacher's records too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +55,7 @@ from modelfab.bench.hardware import fingerprint
 from modelfab.bench.suite import facet_spec
 from modelfab.data.scenario import materialize
 from modelfab.data.versions import DatasetStore
+from modelfab.distill.transformer import TransformerStudentConfig
 from modelfab.errors import InputError
 from modelfab.labels import active
 from modelfab.labels.quality import flip_recall, label_issues, out_of_sample_probs
@@ -72,8 +74,10 @@ CURVE = (8, 16, 32, 64, None)  # None: every train label
 DEFAULT = BuildConfig().adapt  # the teacher a build adapts by default ("auto")
 SETFIT_ITERATIONS = 20
 POOL = 9000  # unlabeled texts per scenario (the students bench's 3,000; see `student_f1`)
-STUDENT_LAYERS = 3  # of the teacher's 6: the build's 2 fell short of 8-shot teachers (`student_f1`)
+STUDENT_LAYERS = 2  # of the teacher's 6, as a build's; 3 was probed on interface:: (`student_f1`)
 BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
+# the build's student; `student_f1` says which of its settings the bench changes
+STUDENT_DEFAULTS = TransformerStudentConfig()
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
 
@@ -192,9 +196,12 @@ def unlabeled(f: Facet, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
     return texts, x
 
 
-def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
+def student_f1(
+    f: Facet, adapter, idx: np.ndarray, teacher, seed: int, lr: float | None = None
+) -> float:
     """Test macro-F1 of a 2-layer transformer student distilled from `adapter` over the labeled
-    rows and the unlabeled texts (`unlabeled`).
+    rows and the unlabeled texts (`unlabeled`); `lr` replaces the build's body learning rate
+    (`FEWSHOT_STUDENT_LR`, for trials).
 
     The student is the build's "transformer" family (`TransformerStudentConfig`: the teacher's
     lower 2 layers, its embeddings and pooling, the adapter's head) reading the teacher's input
@@ -231,7 +238,7 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     student's 2 layers are the teacher's own. These choices were made on the bench's test split
     (one to three seeds), so the student's figure is slightly optimistic."""
     from modelfab.distill.base import DistillData
-    from modelfab.distill.transformer import TransformerStudent, TransformerStudentConfig
+    from modelfab.distill.transformer import TransformerStudent
     from modelfab.pipeline.variants import student_source
 
     pool_texts, pool_x = unlabeled(f, idx)
@@ -255,6 +262,8 @@ def student_f1(f: Facet, adapter, idx: np.ndarray, teacher, seed: int) -> float:
     config = TransformerStudentConfig(
         layers=STUDENT_LAYERS, min_steps=0, seed=seed, max_length=teacher.config.max_length
     )
+    if lr is not None:
+        config = dataclasses.replace(config, lr=lr)
     student = TransformerStudent(student_teacher, config).fit(data)
     return macro_f1(f.y["test"], student.predict_logits(f.texts["test"]).argmax(1))
 
@@ -356,6 +365,7 @@ def run_facet(
     methods: tuple[str, ...],
     curve: bool,
     draws: int = AL_DRAWS,
+    student_lr: float | None = None,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     few = per_class(f.y["train"], SHOTS, rng)
@@ -413,8 +423,9 @@ def run_facet(
             wall += encode_s
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
-            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed)
-            add("student", s_f1, s_wall, shots, layers=STUDENT_LAYERS)
+            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, student_lr)
+            lr = student_lr or STUDENT_DEFAULTS.lr
+            add("student", s_f1, s_wall, shots, layers=STUDENT_LAYERS, lr=lr)
     if "active" in methods:
         for method, shots, f1, extra in active_records(f, few, seed, draws):
             add(method, f1, None, shots, **extra)
@@ -579,6 +590,7 @@ def run(
     seeds: tuple[int, ...] = SEEDS,
     methods: tuple[str, ...] = METHODS,
     curve: bool = True,
+    student_lr: float | None = None,
 ) -> dict:
     """Measure `facets`; each facet's records go into out_dir/fewshot.json as soon as its seeds
     are done, replacing that facet's earlier records (a killed run keeps the finished facets).
@@ -601,7 +613,8 @@ def run(
         records: list[dict] = []
         for seed in seeds:
             f = load_facet(version.id, facet, seed, teacher, cache)
-            records += run_facet(f, seed, teacher, methods, curve and seed == seeds[0])
+            first = curve and seed == seeds[0]
+            records += run_facet(f, seed, teacher, methods, first, student_lr=student_lr)
         run_meta = {
             "scenarios": sorted({r["scenario"] for r in records}),
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -610,6 +623,7 @@ def run(
             "seeds": list(seeds),
             "methods": list(methods),
             "curve": curve,
+            "student_lr": student_lr or STUDENT_DEFAULTS.lr,
         }
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
@@ -639,12 +653,25 @@ def main(env: Mapping[str, str]) -> dict:
     methods = env.get("FEWSHOT_METHODS")
     curve = env.get("FEWSHOT_CURVE", "1") != "0"
     out = env.get("FEWSHOT_OUT")
+    extra = (
+        {"student_lr": _positive(env["FEWSHOT_STUDENT_LR"])} if "FEWSHOT_STUDENT_LR" in env else {}
+    )
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
     if methods:  # a run of some methods writes bench-results/partial/ unless told where
         some = tuple(methods.split(","))
-        return run(Path(out or "bench-results/partial"), picked, methods=some, curve=curve)
-    return run(Path(out or "bench-results"), picked, curve=curve)
+        return run(Path(out or "bench-results/partial"), picked, methods=some, curve=curve, **extra)
+    return run(Path(out or "bench-results"), picked, curve=curve, **extra)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and np.isfinite(value)):
+        raise InputError(f"FEWSHOT_STUDENT_LR must be a positive number; got {text!r}")
+    return value
 
 
 if __name__ == "__main__":
