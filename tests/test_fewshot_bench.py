@@ -357,13 +357,17 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
     fewshot.main({"FEWSHOT_METHODS": "student", "FEWSHOT_OUT": "out", "FEWSHOT_CURVE": "0"})
     fewshot.main({"FEWSHOT_RENDER": "1"})
     assert calls == [
-        ("run", (Path("bench-results"), fewshot.FACETS), {"curve": True}),
+        ("run", (Path("bench-results"), fewshot.FACETS), {"curve": True, "student_lr": None}),
         (
             "run",
             (Path("bench-results/partial"), ("use", "field")),
-            {"methods": ("student", "active"), "curve": True},
+            {"methods": ("student", "active"), "curve": True, "student_lr": None},
         ),
-        ("run", (Path("out"), fewshot.FACETS), {"methods": ("student",), "curve": False}),
+        (
+            "run",
+            (Path("out"), fewshot.FACETS),
+            {"methods": ("student",), "curve": False, "student_lr": None},
+        ),
         ("render", (Path("bench-results"),), {}),
     ]
 
