@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from modelfab.bench.fewshot import (
+    METHODS,
     SHOTS,
     Facet,
     consistent_labels,
@@ -125,7 +126,9 @@ def test_active_records_hold_the_mean_of_the_draws_and_each_draw(monkeypatch):
     assert out[0][3]["strategy"] == "balanced"  # the strategy a build's queue uses
 
 
-def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeypatch):
+def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_lower_lr(
+    monkeypatch,
+):
     """`student_f1` distills with the build's TransformerStudentConfig except the input length
     and `min_steps` 0 (3 epochs: the build's 700 steps scored lower over the bench; see its
     docstring). Fails when either setting changes unnoticed."""
@@ -174,9 +177,9 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length(monkeyp
     config = seen["config"]
     assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, STUDENT_LAYERS)
     assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
-    assert config.lr == build.lr
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, lr=1e-4)
-    assert seen["config"].lr == 1e-4 and seen["config"].layers == STUDENT_LAYERS
+    assert (config.lr, build.lr) == (1e-4, 3e-4)  # the bench's body learning rate, not the build's
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, lr=5e-5)
+    assert seen["config"].lr == 5e-5 and seen["config"].layers == STUDENT_LAYERS
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -290,12 +293,11 @@ def test_the_learning_curve_is_summarized_and_rendered_per_label_count():
     assert "| s | 0.600 / 0.550 |  /  |  /  | 0.700 /  | 0.800 / 0.750 |" in markdown(summary)
 
 
-def test_run_facet_measures_every_method_on_a_tiny_facet(
-    tiny_teacher_dir, tiny_text_set, one_thread
-):
-    """The bench's own measuring code, end to end on a tiny teacher: each method gives the
-    records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import STUDENT_DEFAULTS, STUDENT_LAYERS, Facet, run_facet
+@pytest.fixture
+def tiny_facet(tiny_teacher_dir, tiny_text_set):
+    """(facet, teacher): a tiny teacher and a facet of the tiny text set, its pool the train
+    texts (unlabeled: the labels are never read)."""
+    from modelfab.bench.fewshot import Facet
     from modelfab.teachers.hf_encoder import EncoderConfig, HFTextEncoder
 
     teacher = HFTextEncoder(EncoderConfig(path=str(tiny_teacher_dir), max_length=32))
@@ -313,6 +315,15 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
         {k: teacher.encode(v) for k, v in split.items()},
         {"train": y[train], "test": y[test]},
     )
+    return facet, teacher
+
+
+def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread):
+    """The bench's own measuring code, end to end on a tiny teacher: each method gives the
+    records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
+    from modelfab.bench.fewshot import STUDENT_LAYERS, STUDENT_LR, run_facet
+
+    facet, teacher = tiny_facet
     methods = ("head", "contrastive", "student", "active", "label-issues")
     records = run_facet(facet, 0, teacher, methods, curve=False, draws=2)
     by_method = {r["method"]: r for r in records}
@@ -330,7 +341,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(
     assert by_method["student"]["macro_f1"] > 0.8
     assert by_method["student"]["train_wall_s"] > 0
     assert by_method["student"]["layers"] == STUDENT_LAYERS
-    assert by_method["student"]["lr"] == STUDENT_DEFAULTS.lr
+    assert by_method["student"]["lr"] == STUDENT_LR == 1e-4
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
@@ -370,6 +381,107 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
         ),
         ("render", (Path("bench-results"),), {}),
     ]
+
+
+def test_a_curve_only_facet_measures_the_labels_beyond_8_per_class(tiny_facet, one_thread):
+    from modelfab.bench.fewshot import CURVE, run_facet
+
+    facet, teacher = tiny_facet
+    records = run_facet(facet, 0, teacher, (), curve="only")
+    assert [(r["method"], r["labels_per_class"]) for r in records] == [
+        ("teacher", 16),
+        ("teacher", 32),
+        ("teacher", 64),
+        ("teacher", "all"),
+    ]
+    assert CURVE[1:] == (16, 32, 64, None)
+
+
+def test_a_curve_only_run_measures_the_first_seed_and_the_student_only(monkeypatch, tmp_path):
+    """FEWSHOT_CURVE=only must not touch the 8-label records of any seed: it measures the first
+    seed, with no method but the student, and the run keeps every other record."""
+    import json
+    from types import SimpleNamespace
+
+    from modelfab.bench import fewshot
+
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(fewshot, "import_data", lambda *a, **k: SimpleNamespace(id="d"))
+    monkeypatch.setattr(fewshot.paths, "debian_snapshot", lambda: tmp_path / "none.jsonl.gz")
+    monkeypatch.setattr(fewshot, "load_teacher", lambda cfg, sample, home: ("t", {}))
+    monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
+    calls = []
+
+    def run_facet(f, seed, teacher, methods, curve, student_lr):
+        calls.append((seed, methods, curve))
+        return [rec("student", 0.9, shots=16) | {"scenario": "debian-use", "seed": seed}]
+
+    monkeypatch.setattr(fewshot, "run_facet", run_facet)
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = [rec(m, 0.5) | {"scenario": "debian-use", "seed": s} for m in METHODS for s in (0, 1)]
+    (out / "fewshot.json").write_text(json.dumps(merge(None, kept, {"started_at": "t0"})))
+    fewshot.run(out, ("use",), (0, 1, 2), methods=fewshot.METHODS, curve="only")
+    assert calls == [(0, ("student",), "only")]
+    stored = json.loads((out / "fewshot.json").read_text())["records"]
+    assert sorted((r["method"], r["labels_per_class"], r["seed"]) for r in stored) == sorted(
+        [(m, SHOTS, s) for m in METHODS for s in (0, 1)] + [("student", 16, 0)]
+    )
+
+
+def test_adopt_merges_a_trials_records_run_by_run(tmp_path):
+    """A trial adopted: its student records (and its run) replace the results' own, the
+    teacher records the trial also measured stay as they were, and nothing is measured."""
+    import json
+
+    from modelfab.bench import fewshot
+
+    main, trial = tmp_path / "main", tmp_path / "trial"
+    for d in (main, trial):
+        d.mkdir()
+    a = {"scenario": "a"}
+    old = merge(
+        None, [rec("teacher", 0.7, 30.0) | a, rec("student", 0.6) | a], {"started_at": "t0"}
+    )
+    (main / "fewshot.json").write_text(json.dumps(old))
+    new = merge(
+        None, [rec("teacher", 0.7, 40.0) | a, rec("student", 0.65) | a], {"started_at": "t1"}
+    )
+    new = merge(new, [rec("student", 0.8) | {"scenario": "b"}], {"started_at": "t2"})
+    (trial / "fewshot.json").write_text(json.dumps(new))
+    payload = fewshot.adopt(trial, main, ("student",))
+    got = {(r["scenario"], r["method"]): (r["macro_f1"], r["run"]) for r in payload["records"]}
+    assert got == {
+        ("a", "teacher"): (0.7, "t0"),
+        ("a", "student"): (0.65, "t1"),
+        ("b", "student"): (0.8, "t2"),
+    }
+    assert [m["started_at"] for m in payload["meta"]["runs"]] == ["t0", "t1", "t2"]
+    assert json.loads((main / "fewshot.json").read_text()) == payload
+    assert "| a |" in (main / "fewshot.md").read_text()
+    with pytest.raises(fewshot.InputError, match="nothing to adopt"):
+        fewshot.adopt(tmp_path / "none", main)
+
+
+def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
+    from pathlib import Path
+
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append(("run", a, k)) or {})
+    monkeypatch.setattr(fewshot, "adopt", lambda *a: calls.append(("adopt", a)) or {})
+    fewshot.main({"FEWSHOT_ADOPT": "trials/x", "FEWSHOT_METHODS": "student"})
+    fewshot.main({"FEWSHOT_ADOPT": "trials/x", "FEWSHOT_OUT": "o"})
+    fewshot.main({"FEWSHOT_CURVE": "only", "FEWSHOT_FACETS": "use"})
+    assert calls == [
+        ("adopt", (Path("trials/x"), Path("bench-results"), ("student",))),
+        ("adopt", (Path("trials/x"), Path("o"), None)),
+        ("run", (Path("bench-results"), ("use",)), {"curve": "only", "student_lr": None}),
+    ]
+    with pytest.raises(InputError, match="FEWSHOT_CURVE must be 0, 1 or only; got 'yes'"):
+        fewshot.main({"FEWSHOT_CURVE": "yes"})
 
 
 def test_the_environment_sets_a_trial_students_learning_rate(monkeypatch):
