@@ -129,9 +129,9 @@ def test_active_records_hold_the_mean_of_the_draws_and_each_draw(monkeypatch):
 def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_lower_lr(
     monkeypatch,
 ):
-    """`student_f1` distills with the build's TransformerStudentConfig except the input length
-    and `min_steps` 0 (3 epochs: the build's 700 steps scored lower over the bench; see its
-    docstring). Fails when either setting changes unnoticed."""
+    """`student_f1` distills with the build's TransformerStudentConfig except the input length,
+    `min_steps` 0 (3 epochs: the build's 700 steps scored lower over the bench; see its
+    docstring) and the body learning rate (1e-4). Fails when any of them changes unnoticed."""
     import torch
 
     from modelfab.bench.fewshot import STUDENT_LAYERS, student_f1
@@ -459,8 +459,13 @@ def test_adopt_merges_a_trials_records_run_by_run(tmp_path):
     assert [m["started_at"] for m in payload["meta"]["runs"]] == ["t0", "t1", "t2"]
     assert json.loads((main / "fewshot.json").read_text()) == payload
     assert "| a |" in (main / "fewshot.md").read_text()
+    again = fewshot.adopt(trial, main, ("student",))  # adopted twice: one meta entry per run
+    assert [m["started_at"] for m in again["meta"]["runs"]] == ["t0", "t1", "t2"]
+    assert again["records"] == payload["records"]
     with pytest.raises(fewshot.InputError, match="nothing to adopt"):
         fewshot.adopt(tmp_path / "none", main)
+    with pytest.raises(fewshot.InputError, match="holds no records of studnet; nothing adopted"):
+        fewshot.adopt(trial, main, ("studnet",))
 
 
 def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
@@ -532,7 +537,8 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
         return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
-    fewshot.run(tmp_path / "out", ("use",), (0, 1), methods=("head",), curve=False, student_lr=1e-4)
+    out = tmp_path / "out"
+    fewshot.run(out, ("use",), (0, 1), methods=("head", "student"), curve=False, student_lr=1e-4)
     assert [cfg.precision for cfg in loaded] == ["fp32"]
     assert lrs == [1e-4, 1e-4]
     payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
@@ -542,6 +548,9 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
         ("debian-use", 0),
         ("debian-use", 1),
     ]
+    fewshot.run(out, ("use",), (0,), methods=("head",), curve=False)  # no student, no lr
+    (only,) = json.loads((out / "fewshot.json").read_text())["meta"]["runs"]
+    assert only["methods"] == ["head"] and "student_lr" not in only
 
 
 def test_a_facet_holds_a_pool_of_9000_texts_and_the_seed_splits_it(monkeypatch, tmp_path):

@@ -38,7 +38,6 @@ the results, run by run, measuring nothing: a trial's records once its setting i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -80,8 +79,6 @@ SETFIT_ITERATIONS = 20
 POOL = 9000  # unlabeled texts per scenario (the students bench's 3,000; see `student_f1`)
 STUDENT_LAYERS = 2  # of the teacher's 6, as a build's; 3 was probed on interface:: (`student_f1`)
 BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
-# the build's student; `student_f1` says which of its settings the bench changes
-STUDENT_DEFAULTS = TransformerStudentConfig()
 STUDENT_LR = 1e-4  # the student's body learning rate, not the build's 3e-4 (`student_f1`)
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
@@ -279,9 +276,12 @@ def student_f1(
         teacher_head=adapter.head(),
     )
     config = TransformerStudentConfig(
-        layers=STUDENT_LAYERS, min_steps=0, seed=seed, max_length=teacher.config.max_length
+        layers=STUDENT_LAYERS,
+        min_steps=0,
+        lr=lr,
+        seed=seed,
+        max_length=teacher.config.max_length,
     )
-    config = dataclasses.replace(config, lr=lr)
     student = TransformerStudent(student_teacher, config).fit(data)
     return macro_f1(f.y["test"], student.predict_logits(f.texts["test"]).argmax(1))
 
@@ -574,7 +574,12 @@ def merge(previous: dict | None, records: list[dict], run_meta: dict) -> dict:
     kept = [r for r in previous.get("records", []) if _key(r) not in ran]
     merged = kept + [{**r, "run": run_meta["started_at"]} for r in records]
     sources = {r.get("run") for r in merged}
-    old_runs = previous.get("meta", {}).get("runs", [])
+    # a run merged again (an adopted trial adopted twice) keeps one meta entry, the latest
+    old_runs = [
+        m
+        for m in previous.get("meta", {}).get("runs", [])
+        if m["started_at"] != run_meta["started_at"]
+    ]
     return {
         "meta": {
             "command": "make bench-fewshot",
@@ -645,8 +650,9 @@ def run(
             "seeds": list(seeds),
             "methods": list(methods),
             "curve": curve,
-            "student_lr": student_lr or STUDENT_LR,
         }
+        if "student" in methods:
+            run_meta["student_lr"] = student_lr or STUDENT_LR
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
     return payload
@@ -681,6 +687,7 @@ def adopt(
     trial = _with_runs(json.loads(path.read_text()))
     target = out_dir / "fewshot.json"
     payload: dict = json.loads(target.read_text()) if target.is_file() else {}
+    adopted = 0
     for meta in trial.get("meta", {}).get("runs", []):
         records = [
             {k: v for k, v in r.items() if k != "run"}
@@ -689,6 +696,10 @@ def adopt(
         ]
         if records:
             payload = merge(payload, records, meta)
+            adopted += len(records)
+    if not adopted:
+        named = ", ".join(methods) if methods else "any method"
+        raise InputError(f"{path} holds no records of {named}; nothing adopted")
     out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_dir, payload)
     return payload
