@@ -8,6 +8,7 @@ import pytest
 from modelfab.bench.fewshot import (
     METHODS,
     SHOTS,
+    STUDENT_LAYERS,
     Facet,
     consistent_labels,
     markdown,
@@ -134,7 +135,7 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_l
     docstring) and the body learning rate (1e-4). Fails when any of them changes unnoticed."""
     import torch
 
-    from modelfab.bench.fewshot import STUDENT_LAYERS, student_f1
+    from modelfab.bench.fewshot import student_f1
     from modelfab.distill import transformer
     from modelfab.distill.transformer import TransformerStudentConfig
 
@@ -180,6 +181,8 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_l
     assert (config.lr, build.lr) == (1e-4, 3e-4)  # the bench's body learning rate, not the build's
     student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, lr=5e-5)
     assert seen["config"].lr == 5e-5 and seen["config"].layers == STUDENT_LAYERS
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, layers=3)
+    assert seen["config"].layers == 3
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -321,7 +324,7 @@ def tiny_facet(tiny_teacher_dir, tiny_text_set):
 def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread):
     """The bench's own measuring code, end to end on a tiny teacher: each method gives the
     records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import STUDENT_LAYERS, STUDENT_LR, run_facet
+    from modelfab.bench.fewshot import STUDENT_LR, run_facet
 
     facet, teacher = tiny_facet
     methods = ("head", "contrastive", "student", "active", "label-issues")
@@ -368,16 +371,30 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
     fewshot.main({"FEWSHOT_METHODS": "student", "FEWSHOT_OUT": "out", "FEWSHOT_CURVE": "0"})
     fewshot.main({"FEWSHOT_RENDER": "1"})
     assert calls == [
-        ("run", (Path("bench-results"), fewshot.FACETS), {"curve": True, "student_lr": None}),
+        (
+            "run",
+            (Path("bench-results"), fewshot.FACETS),
+            {"curve": True, "student_lr": None, "student_layers": STUDENT_LAYERS},
+        ),
         (
             "run",
             (Path("bench-results/partial"), ("use", "field")),
-            {"methods": ("student", "active"), "curve": True, "student_lr": None},
+            {
+                "methods": ("student", "active"),
+                "curve": True,
+                "student_lr": None,
+                "student_layers": STUDENT_LAYERS,
+            },
         ),
         (
             "run",
             (Path("out"), fewshot.FACETS),
-            {"methods": ("student",), "curve": False, "student_lr": None},
+            {
+                "methods": ("student",),
+                "curve": False,
+                "student_lr": None,
+                "student_layers": STUDENT_LAYERS,
+            },
         ),
         ("render", (Path("bench-results"),), {}),
     ]
@@ -412,7 +429,7 @@ def test_a_curve_only_run_measures_the_first_seed_and_the_student_only(monkeypat
     monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
     calls = []
 
-    def run_facet(f, seed, teacher, methods, curve, student_lr):
+    def run_facet(f, seed, teacher, methods, curve, student_lr, student_layers):
         calls.append((seed, methods, curve))
         return [rec("student", 0.9, shots=16) | {"scenario": "debian-use", "seed": seed}]
 
@@ -483,7 +500,11 @@ def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
     assert calls == [
         ("adopt", (Path("trials/x"), Path("bench-results"), ("student",))),
         ("adopt", (Path("trials/x"), Path("o"), None)),
-        ("run", (Path("bench-results"), ("use",)), {"curve": "only", "student_lr": None}),
+        (
+            "run",
+            (Path("bench-results"), ("use",)),
+            {"curve": "only", "student_lr": None, "student_layers": STUDENT_LAYERS},
+        ),
     ]
     with pytest.raises(InputError, match="FEWSHOT_CURVE must be 0, 1 or only; got 'yes'"):
         fewshot.main({"FEWSHOT_CURVE": "yes"})
@@ -502,14 +523,43 @@ def test_the_environment_sets_a_trial_students_learning_rate(monkeypatch):
     assert calls == [
         (
             (Path("bench-results/partial"), fewshot.FACETS),
-            {"methods": ("student",), "curve": True, "student_lr": 1e-4},
+            {
+                "methods": ("student",),
+                "curve": True,
+                "student_lr": 1e-4,
+                "student_layers": STUDENT_LAYERS,
+            },
         ),
-        ((Path("bench-results"), fewshot.FACETS), {"curve": True, "student_lr": 5e-5}),
+        (
+            (Path("bench-results"), fewshot.FACETS),
+            {"curve": True, "student_lr": 5e-5, "student_layers": STUDENT_LAYERS},
+        ),
     ]
     for bad in ("fast", "0", "-1e-4", "nan", "inf"):
         with pytest.raises(InputError, match="FEWSHOT_STUDENT_LR must be a positive number"):
             fewshot.main({"FEWSHOT_STUDENT_LR": bad})
     assert len(calls) == 2
+
+
+def test_the_environment_sets_a_trial_students_layers(monkeypatch):
+    from pathlib import Path
+
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append((a, k)) or {})
+    fewshot.main({"FEWSHOT_METHODS": "student", "FEWSHOT_STUDENT_LAYERS": "3"})
+    assert calls == [
+        (
+            (Path("bench-results/partial"), fewshot.FACETS),
+            {"methods": ("student",), "curve": True, "student_lr": None, "student_layers": 3},
+        )
+    ]
+    for bad in ("three", "0", "-2", "2.5", ""):
+        with pytest.raises(InputError, match="FEWSHOT_STUDENT_LAYERS must be a positive whole"):
+            fewshot.main({"FEWSHOT_STUDENT_LAYERS": bad})
+    assert len(calls) == 1
 
 
 def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_path):
@@ -532,17 +582,20 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
 
     lrs = []
 
-    def run_facet(f, seed, teacher, methods, curve, student_lr):
-        lrs.append(student_lr)
+    def run_facet(f, seed, teacher, methods, curve, student_lr, student_layers):
+        lrs.append((student_lr, student_layers))
         return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
     out = tmp_path / "out"
-    fewshot.run(out, ("use",), (0, 1), methods=("head", "student"), curve=False, student_lr=1e-4)
+    fewshot.run(
+        out, ("use",), (0, 1), ("head", "student"), curve=False, student_lr=1e-4, student_layers=3
+    )
     assert [cfg.precision for cfg in loaded] == ["fp32"]
-    assert lrs == [1e-4, 1e-4]
+    assert lrs == [(1e-4, 3), (1e-4, 3)]
     payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
-    assert [m["student_lr"] for m in payload["meta"]["runs"]] == [1e-4]
+    runs = payload["meta"]["runs"]
+    assert [(m["student_lr"], m["student_layers"]) for m in runs] == [(1e-4, 3)]
     stored = payload["records"]
     assert sorted((r["scenario"], r["seed"]) for r in stored) == [
         ("debian-use", 0),
@@ -551,6 +604,7 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
     fewshot.run(out, ("use",), (0,), methods=("head",), curve=False)  # no student, no lr
     (only,) = json.loads((out / "fewshot.json").read_text())["meta"]["runs"]
     assert only["methods"] == ["head"] and "student_lr" not in only
+    assert "student_layers" not in only
 
 
 def test_a_facet_holds_a_pool_of_9000_texts_and_the_seed_splits_it(monkeypatch, tmp_path):

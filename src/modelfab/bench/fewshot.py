@@ -199,7 +199,13 @@ def unlabeled(f: Facet, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
 
 
 def student_f1(
-    f: Facet, adapter, idx: np.ndarray, teacher, seed: int, lr: float = STUDENT_LR
+    f: Facet,
+    adapter,
+    idx: np.ndarray,
+    teacher,
+    seed: int,
+    lr: float = STUDENT_LR,
+    layers: int = STUDENT_LAYERS,
 ) -> float:
     """Test macro-F1 of a 2-layer transformer student distilled from `adapter` over the labeled
     rows and the unlabeled texts (`unlabeled`) at the body learning rate `lr` (`STUDENT_LR`;
@@ -280,7 +286,7 @@ def student_f1(
         teacher_head=adapter.head(),
     )
     config = TransformerStudentConfig(
-        layers=STUDENT_LAYERS,
+        layers=layers,
         min_steps=0,
         lr=lr,
         seed=seed,
@@ -388,6 +394,7 @@ def run_facet(
     curve: bool | str,
     draws: int = AL_DRAWS,
     student_lr: float | None = None,
+    student_layers: int = STUDENT_LAYERS,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     few = per_class(f.y["train"], SHOTS, rng)
@@ -446,8 +453,8 @@ def run_facet(
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
             lr = student_lr or STUDENT_LR
-            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, lr)
-            add("student", s_f1, s_wall, shots, layers=STUDENT_LAYERS, lr=lr)
+            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, lr, student_layers)
+            add("student", s_f1, s_wall, shots, layers=student_layers, lr=lr)
     if "active" in methods:
         for method, shots, f1, extra in active_records(f, few, seed, draws):
             add(method, f1, None, shots, **extra)
@@ -618,6 +625,7 @@ def run(
     methods: tuple[str, ...] = METHODS,
     curve: bool | str = True,
     student_lr: float | None = None,
+    student_layers: int = STUDENT_LAYERS,
 ) -> dict:
     """Measure `facets`; each facet's records go into out_dir/fewshot.json as soon as its seeds
     are done, replacing that facet's earlier records (a killed run keeps the finished facets).
@@ -645,7 +653,15 @@ def run(
         for seed in seeds:
             f = load_facet(version.id, facet, seed, teacher, cache)
             first = curve if seed == seeds[0] else False
-            records += run_facet(f, seed, teacher, methods, first, student_lr=student_lr)
+            records += run_facet(
+                f,
+                seed,
+                teacher,
+                methods,
+                first,
+                student_lr=student_lr,
+                student_layers=student_layers,
+            )
         run_meta = {
             "scenarios": sorted({r["scenario"] for r in records}),
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -657,6 +673,7 @@ def run(
         }
         if "student" in methods:
             run_meta["student_lr"] = student_lr or STUDENT_LR
+            run_meta["student_layers"] = student_layers
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
     return payload
@@ -716,6 +733,7 @@ def main(env: Mapping[str, str]) -> dict:
     curve = _curve(env.get("FEWSHOT_CURVE", "1"))
     out = env.get("FEWSHOT_OUT")
     lr = _positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else None
+    layers = _layers(env.get("FEWSHOT_STUDENT_LAYERS", str(STUDENT_LAYERS)))
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
     if env.get("FEWSHOT_ADOPT"):  # merge a trial's records into the results, measure nothing
@@ -723,16 +741,23 @@ def main(env: Mapping[str, str]) -> dict:
         return adopt(Path(env["FEWSHOT_ADOPT"]), Path(out or "bench-results"), some)
     if methods:  # a run of some methods writes bench-results/partial/ unless told where
         some = tuple(methods.split(","))
-        return run(
-            Path(out or "bench-results/partial"), picked, methods=some, curve=curve, student_lr=lr
-        )
-    return run(Path(out or "bench-results"), picked, curve=curve, student_lr=lr)
+        partial = Path(out or "bench-results/partial")
+        return run(partial, picked, methods=some, curve=curve, student_lr=lr, student_layers=layers)
+    return run(
+        Path(out or "bench-results"), picked, curve=curve, student_lr=lr, student_layers=layers
+    )
 
 
 def _curve(text: str) -> bool | str:
     if text not in ("0", "1", "only"):
         raise InputError(f"FEWSHOT_CURVE must be 0, 1 or only; got {text!r}")
     return "only" if text == "only" else text == "1"
+
+
+def _layers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"FEWSHOT_STUDENT_LAYERS must be a positive whole number; got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> float:
