@@ -9,6 +9,7 @@ from modelfab.bench.fewshot import (
     METHODS,
     SHOTS,
     STUDENT_LAYERS,
+    STUDENT_LR,
     Facet,
     consistent_labels,
     markdown,
@@ -324,7 +325,7 @@ def tiny_facet(tiny_teacher_dir, tiny_text_set):
 def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread):
     """The bench's own measuring code, end to end on a tiny teacher: each method gives the
     records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import STUDENT_LR, run_facet
+    from modelfab.bench.fewshot import run_facet
 
     facet, teacher = tiny_facet
     methods = ("head", "contrastive", "student", "active", "label-issues")
@@ -374,7 +375,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
         (
             "run",
             (Path("bench-results"), fewshot.FACETS),
-            {"curve": True, "student_lr": None, "student_layers": STUDENT_LAYERS},
+            {"curve": True, "student_lr": STUDENT_LR, "student_layers": STUDENT_LAYERS},
         ),
         (
             "run",
@@ -382,7 +383,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student", "active"),
                 "curve": True,
-                "student_lr": None,
+                "student_lr": STUDENT_LR,
                 "student_layers": STUDENT_LAYERS,
             },
         ),
@@ -392,7 +393,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student",),
                 "curve": False,
-                "student_lr": None,
+                "student_lr": STUDENT_LR,
                 "student_layers": STUDENT_LAYERS,
             },
         ),
@@ -503,7 +504,7 @@ def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
         (
             "run",
             (Path("bench-results"), ("use",)),
-            {"curve": "only", "student_lr": None, "student_layers": STUDENT_LAYERS},
+            {"curve": "only", "student_lr": STUDENT_LR, "student_layers": STUDENT_LAYERS},
         ),
     ]
     with pytest.raises(InputError, match="FEWSHOT_CURVE must be 0, 1 or only; got 'yes'"):
@@ -553,7 +554,7 @@ def test_the_environment_sets_a_trial_students_layers(monkeypatch):
     assert calls == [
         (
             (Path("bench-results/partial"), fewshot.FACETS),
-            {"methods": ("student",), "curve": True, "student_lr": None, "student_layers": 3},
+            {"methods": ("student",), "curve": True, "student_lr": STUDENT_LR, "student_layers": 3},
         )
     ]
     for bad in ("three", "0", "-2", "2.5", ""):

@@ -393,7 +393,7 @@ def run_facet(
     methods: tuple[str, ...],
     curve: bool | str,
     draws: int = AL_DRAWS,
-    student_lr: float | None = None,
+    student_lr: float = STUDENT_LR,
     student_layers: int = STUDENT_LAYERS,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
@@ -452,9 +452,10 @@ def run_facet(
             wall += encode_s
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
-            lr = student_lr or STUDENT_LR
-            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, lr, student_layers)
-            add("student", s_f1, s_wall, shots, layers=student_layers, lr=lr)
+            s_f1, s_wall = timed(
+                student_f1, f, head, idx, teacher, seed, student_lr, student_layers
+            )
+            add("student", s_f1, s_wall, shots, layers=student_layers, lr=student_lr)
     if "active" in methods:
         for method, shots, f1, extra in active_records(f, few, seed, draws):
             add(method, f1, None, shots, **extra)
@@ -624,7 +625,7 @@ def run(
     seeds: tuple[int, ...] = SEEDS,
     methods: tuple[str, ...] = METHODS,
     curve: bool | str = True,
-    student_lr: float | None = None,
+    student_lr: float = STUDENT_LR,
     student_layers: int = STUDENT_LAYERS,
 ) -> dict:
     """Measure `facets`; each facet's records go into out_dir/fewshot.json as soon as its seeds
@@ -672,7 +673,7 @@ def run(
             "curve": curve,
         }
         if "student" in methods:
-            run_meta["student_lr"] = student_lr or STUDENT_LR
+            run_meta["student_lr"] = student_lr
             run_meta["student_layers"] = student_layers
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
@@ -732,7 +733,7 @@ def main(env: Mapping[str, str]) -> dict:
     methods = env.get("FEWSHOT_METHODS")
     curve = _curve(env.get("FEWSHOT_CURVE", "1"))
     out = env.get("FEWSHOT_OUT")
-    lr = _positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else None
+    lr = _positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else STUDENT_LR
     layers = _layers(env.get("FEWSHOT_STUDENT_LAYERS", str(STUDENT_LAYERS)))
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
