@@ -256,6 +256,19 @@ def student_f1(
       1e-4 and 3e-4: 3e-4 agreed more on both probed pairs, interface:: seed 2 (0.865 against
       0.848, while its F1 was lower: 0.629 against 0.647) and works-with:: seed 1 (0.903
       against 0.893, F1 0.757 against 0.747).
+    - 3 of the teacher's 6 layers at 1e-4 (62ac690's `FEWSHOT_STUDENT_LAYERS=3`, a
+      `FEWSHOT_METHODS=student` trial stopped after its first facet; its records are in
+      bench-results/trials/student-3-layers): works-with:: 0.725 / 0.751 / 0.735 against the
+      2-layer 0.733 / 0.747 / 0.728 (mean 0.737 against 0.736), at 12.5 minutes a student
+      against 8. The extra layer is not what works-with:: lacks.
+    - Probes at 1e-4 on the two widest pairs, works-with:: seed 1 (0.747, teacher 0.792) and
+      interface:: seed 2 (0.647, teacher 0.684): temperature 1 instead of 2 scored 0.750 and
+      0.650, within the noise. Shifting the student's class biases after training so that its
+      mean predicted distribution on the val texts matches the teacher's (no labels read) scored
+      0.742 and 0.631: the student over-predicts the classes the teacher over-predicts too
+      (works-with:: test, a class of 17 rows: teacher 30 predictions, student 33), so there is
+      no label-free prior to correct. The teacher's logits are flat (standard deviation 1.5 on
+      works-with::, 0.52 on interface::), so at temperature 2 its soft labels are near uniform.
     With 8 labels per class the bag students cannot follow a tuned teacher from 3,000 soft
     labels: on interface:: (seed 0, contrastive teacher at lr 2e-5: 0.640) static-embedding
     scored 0.516, hashed-ngram 0.546 and this student 0.655.
