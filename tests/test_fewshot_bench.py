@@ -8,9 +8,11 @@ import pytest
 from modelfab.bench.fewshot import (
     METHODS,
     SHOTS,
+    STUDENT_EPOCHS,
     STUDENT_LAYERS,
     STUDENT_LR,
     Facet,
+    StudentSetting,
     consistent_labels,
     markdown,
     merge,
@@ -180,10 +182,10 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_l
     assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, STUDENT_LAYERS)
     assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
     assert (config.lr, build.lr) == (1e-4, 3e-4)  # the bench's body learning rate, not the build's
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, lr=5e-5)
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(lr=5e-5))
     assert seen["config"].lr == 5e-5 and seen["config"].layers == STUDENT_LAYERS
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5, layers=3)
-    assert seen["config"].layers == 3
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(layers=3, epochs=6))
+    assert (seen["config"].layers, seen["config"].epochs, seen["config"].lr) == (3, 6, STUDENT_LR)
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -346,6 +348,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread)
     assert by_method["student"]["train_wall_s"] > 0
     assert by_method["student"]["layers"] == STUDENT_LAYERS
     assert by_method["student"]["lr"] == STUDENT_LR == 1e-4
+    assert by_method["student"]["epochs"] == STUDENT_EPOCHS == 3
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
@@ -375,7 +378,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
         (
             "run",
             (Path("bench-results"), fewshot.FACETS),
-            {"curve": True, "student_lr": STUDENT_LR, "student_layers": STUDENT_LAYERS},
+            {"curve": True, "student": StudentSetting()},
         ),
         (
             "run",
@@ -383,8 +386,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student", "active"),
                 "curve": True,
-                "student_lr": STUDENT_LR,
-                "student_layers": STUDENT_LAYERS,
+                "student": StudentSetting(),
             },
         ),
         (
@@ -393,8 +395,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student",),
                 "curve": False,
-                "student_lr": STUDENT_LR,
-                "student_layers": STUDENT_LAYERS,
+                "student": StudentSetting(),
             },
         ),
         ("render", (Path("bench-results"),), {}),
@@ -430,7 +431,7 @@ def test_a_curve_only_run_measures_the_first_seed_and_the_student_only(monkeypat
     monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
     calls = []
 
-    def run_facet(f, seed, teacher, methods, curve, student_lr, student_layers):
+    def run_facet(f, seed, teacher, methods, curve, student):
         calls.append((seed, methods, curve))
         return [rec("student", 0.9, shots=16) | {"scenario": "debian-use", "seed": seed}]
 
@@ -504,7 +505,7 @@ def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
         (
             "run",
             (Path("bench-results"), ("use",)),
-            {"curve": "only", "student_lr": STUDENT_LR, "student_layers": STUDENT_LAYERS},
+            {"curve": "only", "student": StudentSetting()},
         ),
     ]
     with pytest.raises(InputError, match="FEWSHOT_CURVE must be 0, 1 or only; got 'yes'"):
@@ -527,13 +528,12 @@ def test_the_environment_sets_a_trial_students_learning_rate(monkeypatch):
             {
                 "methods": ("student",),
                 "curve": True,
-                "student_lr": 1e-4,
-                "student_layers": STUDENT_LAYERS,
+                "student": StudentSetting(lr=1e-4),
             },
         ),
         (
             (Path("bench-results"), fewshot.FACETS),
-            {"curve": True, "student_lr": 5e-5, "student_layers": STUDENT_LAYERS},
+            {"curve": True, "student": StudentSetting(lr=5e-5)},
         ),
     ]
     for bad in ("fast", "0", "-1e-4", "nan", "inf"):
@@ -554,12 +554,33 @@ def test_the_environment_sets_a_trial_students_layers(monkeypatch):
     assert calls == [
         (
             (Path("bench-results/partial"), fewshot.FACETS),
-            {"methods": ("student",), "curve": True, "student_lr": STUDENT_LR, "student_layers": 3},
+            {"methods": ("student",), "curve": True, "student": StudentSetting(layers=3)},
         )
     ]
     for bad in ("three", "0", "-2", "2.5", ""):
         with pytest.raises(InputError, match="FEWSHOT_STUDENT_LAYERS must be a positive whole"):
             fewshot.main({"FEWSHOT_STUDENT_LAYERS": bad})
+    assert len(calls) == 1
+
+
+def test_the_environment_sets_a_trial_students_epochs(monkeypatch):
+    from pathlib import Path
+
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append((a, k)) or {})
+    fewshot.main({"FEWSHOT_STUDENT_EPOCHS": "6", "FEWSHOT_STUDENT_LR": "3e-4"})
+    assert calls == [
+        (
+            (Path("bench-results"), fewshot.FACETS),
+            {"curve": True, "student": StudentSetting(lr=3e-4, epochs=6)},
+        )
+    ]
+    for bad in ("six", "0", "-1", "1.5", ""):
+        with pytest.raises(InputError, match="FEWSHOT_STUDENT_EPOCHS must be a positive whole"):
+            fewshot.main({"FEWSHOT_STUDENT_EPOCHS": bad})
     assert len(calls) == 1
 
 
@@ -583,20 +604,20 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
 
     lrs = []
 
-    def run_facet(f, seed, teacher, methods, curve, student_lr, student_layers):
-        lrs.append((student_lr, student_layers))
+    def run_facet(f, seed, teacher, methods, curve, student):
+        lrs.append(student)
         return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
     out = tmp_path / "out"
-    fewshot.run(
-        out, ("use",), (0, 1), ("head", "student"), curve=False, student_lr=1e-4, student_layers=3
-    )
+    fewshot.run(out, ("use",), (0, 1), ("head", "student"), False, StudentSetting(1e-4, 3, 5))
     assert [cfg.precision for cfg in loaded] == ["fp32"]
-    assert lrs == [(1e-4, 3), (1e-4, 3)]
+    assert lrs == [StudentSetting(1e-4, 3, 5)] * 2
     payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
     runs = payload["meta"]["runs"]
-    assert [(m["student_lr"], m["student_layers"]) for m in runs] == [(1e-4, 3)]
+    assert [(m["student_lr"], m["student_layers"], m["student_epochs"]) for m in runs] == [
+        (1e-4, 3, 5)
+    ]
     stored = payload["records"]
     assert sorted((r["scenario"], r["seed"]) for r in stored) == [
         ("debian-use", 0),

@@ -80,8 +80,22 @@ POOL = 9000  # unlabeled texts per scenario (the students bench's 3,000; see `st
 STUDENT_LAYERS = 2  # of the teacher's 6, as a build's; 3 was probed on interface:: (`student_f1`)
 BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
 STUDENT_LR = 1e-4  # the student's body learning rate, not the build's 3e-4 (`student_f1`)
+STUDENT_EPOCHS = 3  # the build's floor, without its 700-step minimum (`student_f1`)
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StudentSetting:
+    """How the bench trains its student (`student_f1`); the FEWSHOT_STUDENT_* variables set
+    another for a trial, and the runs it writes name it."""
+
+    lr: float = STUDENT_LR
+    layers: int = STUDENT_LAYERS
+    epochs: int = STUDENT_EPOCHS
+
+    def meta(self) -> dict[str, float | int]:
+        return {"student_lr": self.lr, "student_layers": self.layers, "student_epochs": self.epochs}
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -204,12 +218,12 @@ def student_f1(
     idx: np.ndarray,
     teacher,
     seed: int,
-    lr: float = STUDENT_LR,
-    layers: int = STUDENT_LAYERS,
+    setting: StudentSetting = StudentSetting(),
 ) -> float:
     """Test macro-F1 of a 2-layer transformer student distilled from `adapter` over the labeled
-    rows and the unlabeled texts (`unlabeled`) at the body learning rate `lr` (`STUDENT_LR`;
-    `FEWSHOT_STUDENT_LR` sets another, for trials).
+    rows and the unlabeled texts (`unlabeled`) as `setting` says: the body learning rate
+    (`STUDENT_LR`), the layers (`STUDENT_LAYERS`) and the epochs (`STUDENT_EPOCHS`);
+    `FEWSHOT_STUDENT_LR`, `_LAYERS` and `_EPOCHS` set others, for trials.
 
     The student is the build's "transformer" family (`TransformerStudentConfig`: the teacher's
     lower 2 layers, its embeddings and pooling, the adapter's head) reading the teacher's input
@@ -256,6 +270,12 @@ def student_f1(
       1e-4 and 3e-4: 3e-4 agreed more on both probed pairs, interface:: seed 2 (0.865 against
       0.848, while its F1 was lower: 0.629 against 0.647) and works-with:: seed 1 (0.903
       against 0.893, F1 0.757 against 0.747).
+    - Nor does the teacher's confidence on the unlabeled texts (the mean per-text standard
+      deviation of its logits over 2,000 of them, all 12 pairs; a scratch script over
+      `load_facet`, `adapt` and `unlabeled`): interface:: 0.45 / 0.47 / 0.47, field:: 0.49 /
+      0.53 / 0.51, use:: 1.23 / 1.31 / 1.33, works-with:: 1.22 / 1.26 / 0.67. use:: is as
+      confident as works-with:: and prefers 1e-4 on every seed; works-with:: seed 2 is as flat
+      as interface:: and gains the most from 3e-4 (0.728 to 0.746).
     - 3 of the teacher's 6 layers at 1e-4 (62ac690's `FEWSHOT_STUDENT_LAYERS=3`, a
       `FEWSHOT_METHODS=student` trial stopped after its first facet; its records are in
       bench-results/trials/student-3-layers): works-with:: 0.725 / 0.751 / 0.735 against the
@@ -299,9 +319,10 @@ def student_f1(
         teacher_head=adapter.head(),
     )
     config = TransformerStudentConfig(
-        layers=layers,
+        layers=setting.layers,
+        epochs=setting.epochs,
         min_steps=0,
-        lr=lr,
+        lr=setting.lr,
         seed=seed,
         max_length=teacher.config.max_length,
     )
@@ -406,8 +427,7 @@ def run_facet(
     methods: tuple[str, ...],
     curve: bool | str,
     draws: int = AL_DRAWS,
-    student_lr: float = STUDENT_LR,
-    student_layers: int = STUDENT_LAYERS,
+    student: StudentSetting = StudentSetting(),
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     few = per_class(f.y["train"], SHOTS, rng)
@@ -465,10 +485,16 @@ def run_facet(
             wall += encode_s
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
-            s_f1, s_wall = timed(
-                student_f1, f, head, idx, teacher, seed, student_lr, student_layers
+            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, student)
+            add(
+                "student",
+                s_f1,
+                s_wall,
+                shots,
+                layers=student.layers,
+                lr=student.lr,
+                epochs=student.epochs,
             )
-            add("student", s_f1, s_wall, shots, layers=student_layers, lr=student_lr)
     if "active" in methods:
         for method, shots, f1, extra in active_records(f, few, seed, draws):
             add(method, f1, None, shots, **extra)
@@ -638,8 +664,7 @@ def run(
     seeds: tuple[int, ...] = SEEDS,
     methods: tuple[str, ...] = METHODS,
     curve: bool | str = True,
-    student_lr: float = STUDENT_LR,
-    student_layers: int = STUDENT_LAYERS,
+    student: StudentSetting = StudentSetting(),
 ) -> dict:
     """Measure `facets`; each facet's records go into out_dir/fewshot.json as soon as its seeds
     are done, replacing that facet's earlier records (a killed run keeps the finished facets).
@@ -667,15 +692,7 @@ def run(
         for seed in seeds:
             f = load_facet(version.id, facet, seed, teacher, cache)
             first = curve if seed == seeds[0] else False
-            records += run_facet(
-                f,
-                seed,
-                teacher,
-                methods,
-                first,
-                student_lr=student_lr,
-                student_layers=student_layers,
-            )
+            records += run_facet(f, seed, teacher, methods, first, student=student)
         run_meta = {
             "scenarios": sorted({r["scenario"] for r in records}),
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -686,8 +703,7 @@ def run(
             "curve": curve,
         }
         if "student" in methods:
-            run_meta["student_lr"] = student_lr
-            run_meta["student_layers"] = student_layers
+            run_meta |= student.meta()
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
     return payload
@@ -746,8 +762,11 @@ def main(env: Mapping[str, str]) -> dict:
     methods = env.get("FEWSHOT_METHODS")
     curve = _curve(env.get("FEWSHOT_CURVE", "1"))
     out = env.get("FEWSHOT_OUT")
-    lr = _positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else STUDENT_LR
-    layers = _layers(env.get("FEWSHOT_STUDENT_LAYERS", str(STUDENT_LAYERS)))
+    student = StudentSetting(
+        lr=_positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else STUDENT_LR,
+        layers=_whole("FEWSHOT_STUDENT_LAYERS", env.get("FEWSHOT_STUDENT_LAYERS"), STUDENT_LAYERS),
+        epochs=_whole("FEWSHOT_STUDENT_EPOCHS", env.get("FEWSHOT_STUDENT_EPOCHS"), STUDENT_EPOCHS),
+    )
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
     if env.get("FEWSHOT_ADOPT"):  # merge a trial's records into the results, measure nothing
@@ -756,10 +775,8 @@ def main(env: Mapping[str, str]) -> dict:
     if methods:  # a run of some methods writes bench-results/partial/ unless told where
         some = tuple(methods.split(","))
         partial = Path(out or "bench-results/partial")
-        return run(partial, picked, methods=some, curve=curve, student_lr=lr, student_layers=layers)
-    return run(
-        Path(out or "bench-results"), picked, curve=curve, student_lr=lr, student_layers=layers
-    )
+        return run(partial, picked, methods=some, curve=curve, student=student)
+    return run(Path(out or "bench-results"), picked, curve=curve, student=student)
 
 
 def _curve(text: str) -> bool | str:
@@ -768,9 +785,11 @@ def _curve(text: str) -> bool | str:
     return "only" if text == "only" else text == "1"
 
 
-def _layers(text: str) -> int:
+def _whole(name: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
     if not text.isdigit() or int(text) < 1:
-        raise InputError(f"FEWSHOT_STUDENT_LAYERS must be a positive whole number; got {text!r}")
+        raise InputError(f"{name} must be a positive whole number; got {text!r}")
     return int(text)
 
 
