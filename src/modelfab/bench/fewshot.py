@@ -276,6 +276,11 @@ def student_f1(
       0.53 / 0.51, use:: 1.23 / 1.31 / 1.33, works-with:: 1.22 / 1.26 / 0.67. use:: is as
       confident as works-with:: and prefers 1e-4 on every seed; works-with:: seed 2 is as flat
       as interface:: and gains the most from 3e-4 (0.728 to 0.746).
+    - 27,000 unlabeled texts for 1 epoch instead of 9,000 for 3 (the same optimizer steps over
+      three times as many distinct texts; `POOL` and `StudentSetting(epochs=1)`, probed on the
+      two widest pairs): works-with:: seed 1 0.748 against 0.747, interface:: seed 2 0.649
+      against 0.647 (teachers reproduced: 0.792, 0.684). More distinct texts at the same
+      compute are not what the student lacks.
     - 3 of the teacher's 6 layers at 1e-4 (62ac690's `FEWSHOT_STUDENT_LAYERS=3`, a
       `FEWSHOT_METHODS=student` trial stopped after its first facet; its records are in
       bench-results/trials/student-3-layers): works-with:: 0.725 / 0.751 / 0.735 against the
