@@ -8,6 +8,7 @@ import pytest
 from modelfab.bench.fewshot import (
     METHODS,
     SHOTS,
+    STUDENT_EMA,
     STUDENT_EPOCHS,
     STUDENT_LAYERS,
     STUDENT_LR,
@@ -186,6 +187,9 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_l
     assert seen["config"].lr == 5e-5 and seen["config"].layers == STUDENT_LAYERS
     student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(layers=3, epochs=6))
     assert (seen["config"].layers, seen["config"].epochs, seen["config"].lr) == (3, 6, STUDENT_LR)
+    assert seen["config"].ema_decay == STUDENT_EMA
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(ema=0.99))
+    assert seen["config"].ema_decay == 0.99
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -584,6 +588,21 @@ def test_the_environment_sets_a_trial_students_epochs(monkeypatch):
     assert len(calls) == 1
 
 
+def test_the_environment_sets_a_trial_students_weight_average(monkeypatch):
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append(k["student"]) or {})
+    fewshot.main({"FEWSHOT_STUDENT_EMA": "0.995"})
+    fewshot.main({"FEWSHOT_STUDENT_EMA": "0"})
+    assert calls == [StudentSetting(ema=0.995), StudentSetting(ema=0.0)]
+    for bad in ("high", "1", "1.5", "-0.1", "nan", ""):
+        with pytest.raises(InputError, match="FEWSHOT_STUDENT_EMA must be a number in"):
+            fewshot.main({"FEWSHOT_STUDENT_EMA": bad})
+    assert len(calls) == 2
+
+
 def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_path):
     """The bench pins the teacher's precision: "auto" measures fp32 against bf16 on the CPU at
     hand, and the frozen-feature figures would move with its choice."""
@@ -610,14 +629,15 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
     out = tmp_path / "out"
-    fewshot.run(out, ("use",), (0, 1), ("head", "student"), False, StudentSetting(1e-4, 3, 5))
+    setting = StudentSetting(1e-4, 3, 5, 0.99)
+    fewshot.run(out, ("use",), (0, 1), ("head", "student"), False, setting)
     assert [cfg.precision for cfg in loaded] == ["fp32"]
-    assert lrs == [StudentSetting(1e-4, 3, 5)] * 2
+    assert lrs == [setting] * 2
     payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
     runs = payload["meta"]["runs"]
-    assert [(m["student_lr"], m["student_layers"], m["student_epochs"]) for m in runs] == [
-        (1e-4, 3, 5)
-    ]
+    assert [
+        (m["student_lr"], m["student_layers"], m["student_epochs"], m["student_ema"]) for m in runs
+    ] == [(1e-4, 3, 5, 0.99)]
     stored = payload["records"]
     assert sorted((r["scenario"], r["seed"]) for r in stored) == [
         ("debian-use", 0),

@@ -70,6 +70,7 @@ class BagStudentConfig:
     feature_weight: float = 1.0
     temperature: float = 2.0
     alpha: float = 0.7
+    ema_decay: float = 0.0  # > 0: keep a moving average of the weights (`LoopSettings`)
     seed: int = 0
 
     def __post_init__(self) -> None:

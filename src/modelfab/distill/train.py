@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from modelfab.distill.base import DistillData, feature_loss, kd_loss
 from modelfab.progress import track
@@ -40,6 +41,9 @@ class LoopSettings:
     label: str = "distill"
     max_texts: int | None = None  # a random subset per epoch (recovery fine-tunes)
     min_steps: int = 0  # small data: more epochs, until at least this many optimizer steps
+    # > 0: every epoch is scored, and the kept one restored, as the exponential moving average
+    # of the weights over the optimizer steps so far (torch's AveragedModel), not the last step
+    ema_decay: float = 0.0
 
     def epochs_for(self, n_texts: int) -> int:
         per_epoch = math.ceil(min(n_texts, self.max_texts or n_texts) / self.batch_size)
@@ -127,7 +131,8 @@ def distill_loop(
 ) -> LoopResult:
     """Train `model` (with `.encoder` and `.head`) in place; keep the epoch that agrees best
     with the teacher on `selection_rows` (held out from training), or the last epoch when the
-    pool is too small to hold any out.
+    pool is too small to hold any out. With `settings.ema_decay` the epochs are scored and kept
+    as the moving average of the weights.
 
     `projector` maps the student embedding to the teacher's for the feature loss (identity when
     None); it is trained with the model and is not part of the exported module.
@@ -162,6 +167,12 @@ def distill_loop(
     kept: dict = {}
     best_state: dict[str, torch.Tensor] | None = None
     history: list[dict] = []
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(s.ema_decay))
+        if s.ema_decay > 0
+        else None
+    )
+    scored: Any = averaged.module if averaged is not None else model
     with track(s.label, total) as advance:
         for epoch in range(epochs):
             model.train()
@@ -183,17 +194,19 @@ def distill_loop(
                 loss.backward()
                 opt.step()
                 sched.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 advance(1)
-            pred = predict_logits(model, val_ids, pad_id, data.n_classes).argmax(-1)
+            pred = predict_logits(scored, val_ids, pad_id, data.n_classes).argmax(-1)
             val = float(f1_score(data.val_y, pred, average="macro"))
             entry = {"epoch": epoch + 1, "val_macro_f1": val}
             if len(held_out):
-                entry["selection_agreement_f1"] = _agreement(model, ids, held_out, pad_id, data)
+                entry["selection_agreement_f1"] = _agreement(scored, ids, held_out, pad_id, data)
             history.append(entry)
             score = entry.get("selection_agreement_f1", float(epoch))  # none held out: last
             if score > best:
                 best, kept = score, entry
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()

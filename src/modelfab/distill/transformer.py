@@ -36,6 +36,7 @@ def check_distill_settings(config: Any) -> None:
         "alpha": 0 <= config.alpha <= 1,
         "lr": config.lr > 0,
         "min_steps": config.min_steps >= 0,
+        "ema_decay": 0 <= config.ema_decay < 1,
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -53,6 +54,7 @@ def loop_settings(config: Any, label: str) -> LoopSettings:
         seed=config.seed,
         label=label,
         min_steps=config.min_steps,
+        ema_decay=config.ema_decay,
     )
 
 
@@ -71,6 +73,7 @@ class TransformerStudentConfig:
     temperature: float = 2.0
     alpha: float = 0.7
     freeze_word_embeddings: bool = True  # half of MiniLM's weights; freezing speeds AdamW up
+    ema_decay: float = 0.0  # > 0: keep a moving average of the weights (`LoopSettings`)
     seed: int = 0
 
     def __post_init__(self) -> None:
