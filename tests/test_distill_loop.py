@@ -47,9 +47,14 @@ def _train(ema_decay: float) -> tuple[Tiny, dict[str, torch.Tensor]]:
     model = Tiny()
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     settings = LoopSettings(
-        epochs=3, batch_size=8, temperature=2, alpha=0.7, feature_weight=0, seed=0
+        epochs=3,
+        batch_size=8,
+        temperature=2,
+        alpha=0.7,
+        feature_weight=0,
+        seed=0,
+        ema_decay=ema_decay,
     )
-    settings.ema_decay = ema_decay
     distill_loop(model, body_and_head_groups(model, 0.05, 0.05), ids, ids[:12], data, 0, settings)
     return model, start
 

@@ -787,10 +787,22 @@ def main(env: Mapping[str, str]) -> dict:
     curve = _curve(env.get("FEWSHOT_CURVE", "1"))
     out = env.get("FEWSHOT_OUT")
     student = StudentSetting(
-        lr=_positive(env["FEWSHOT_STUDENT_LR"]) if "FEWSHOT_STUDENT_LR" in env else STUDENT_LR,
+        lr=_number(
+            "FEWSHOT_STUDENT_LR",
+            env.get("FEWSHOT_STUDENT_LR"),
+            STUDENT_LR,
+            lambda v: v > 0 and np.isfinite(v),
+            "a positive number",
+        ),
         layers=_whole("FEWSHOT_STUDENT_LAYERS", env.get("FEWSHOT_STUDENT_LAYERS"), STUDENT_LAYERS),
         epochs=_whole("FEWSHOT_STUDENT_EPOCHS", env.get("FEWSHOT_STUDENT_EPOCHS"), STUDENT_EPOCHS),
-        ema=_decay(env["FEWSHOT_STUDENT_EMA"]) if "FEWSHOT_STUDENT_EMA" in env else STUDENT_EMA,
+        ema=_number(
+            "FEWSHOT_STUDENT_EMA",
+            env.get("FEWSHOT_STUDENT_EMA"),
+            STUDENT_EMA,
+            lambda v: 0 <= v < 1,
+            "a number in [0, 1)",
+        ),
     )
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
@@ -818,23 +830,17 @@ def _whole(name: str, text: str | None, default: int) -> int:
     return int(text)
 
 
-def _positive(text: str) -> float:
+def _number(
+    name: str, text: str | None, default: float, ok: Callable[[float], bool], what: str
+) -> float:
+    if text is None:
+        return default
     try:
         value = float(text)
     except ValueError:
-        value = 0.0
-    if not (value > 0 and np.isfinite(value)):
-        raise InputError(f"FEWSHOT_STUDENT_LR must be a positive number; got {text!r}")
-    return value
-
-
-def _decay(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise InputError(f"FEWSHOT_STUDENT_EMA must be a number in [0, 1); got {text!r}")
+        value = float("nan")  # fails every `ok`
+    if not ok(value):
+        raise InputError(f"{name} must be {what}; got {text!r}")
     return value
 
 

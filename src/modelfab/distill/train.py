@@ -42,7 +42,9 @@ class LoopSettings:
     max_texts: int | None = None  # a random subset per epoch (recovery fine-tunes)
     min_steps: int = 0  # small data: more epochs, until at least this many optimizer steps
     # > 0: every epoch is scored, and the kept one restored, as the exponential moving average
-    # of the weights over the optimizer steps so far (torch's AveragedModel), not the last step
+    # of the weights over the optimizer steps so far (torch's AveragedModel), not the last step.
+    # Parameters only: buffers keep their starting values (no student has running statistics,
+    # and torch's lerp would corrupt integer buffers such as BERT's position_ids)
     ema_decay: float = 0.0
 
     def epochs_for(self, n_texts: int) -> int:
