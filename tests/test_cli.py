@@ -192,3 +192,34 @@ def test_scenario_without_validation_split_is_refused(home, tmp_path, capsys):
     args = ["scenario", "create", "s", "--dataset", "tiny", "--label", "label", "--val-frac", "0"]
     assert main(args) == 2
     assert "val_frac" in _one_error_line(capsys)
+
+
+def test_a_body_distilled_once_starts_a_builds_student(built, tmp_path, tiny_teacher_dir, capsys):
+    """`modelfab body` distills a body over a corpus file (once: the second call finds it), and
+    `modelfab build --student-body` starts the transformer student from it; a body of another
+    depth is refused in one line."""
+    corpus = write_dataset(tmp_path / "corpus.jsonl", per_class=6, seed=3)
+    args = ["body", str(corpus), "--fields", "text", "--teacher", str(tiny_teacher_dir)]
+    args += ["--layers", "1", "--max-length", "16", "--epochs", "1"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "distilled in" in lines[0]
+    body = lines[-1].removeprefix("path: ").strip()
+    assert body.endswith(".safetensors")
+    assert main(args) == 0
+    again = capsys.readouterr().out.strip().splitlines()
+    assert "reused" in again[0] and again[-1].removeprefix("path: ").strip() == body
+
+    build = _build_args(tiny_teacher_dir, layers=1, extra=["--epochs", "1", "--no-bench"])
+    assert main([*build, "--student-body", body]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bundle: ")
+    deeper = _build_args(tiny_teacher_dir, layers=2, extra=["--epochs", "1", "--no-bench"])
+    assert main([*deeper, "--student-body", body]) == 2
+    assert "has 1 layers; the student asks for 2" in _one_error_line(capsys)
+
+
+def test_a_body_corpus_without_the_text_field_is_one_error_line(home, tmp_path, capsys):
+    corpus = write_dataset(tmp_path / "corpus.jsonl", per_class=2)
+    assert main(["body", str(corpus), "--fields", "body_text"]) == 2
+    line = _one_error_line(capsys)
+    assert "no text field ['body_text']" in line and "available: text, label, src" in line

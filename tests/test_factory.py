@@ -57,6 +57,32 @@ def test_build_key_changes_with_spec_config_and_teacher(tiny_teacher_dir, tmp_pa
     assert key == build_key("scenario-a", BuildConfig(teacher=TeacherConfig(path=str(copy))))
 
 
+def test_build_key_follows_the_student_bodys_bytes_not_its_path(tiny_teacher_dir, tmp_path):
+    import dataclasses
+
+    from modelfab.factory.options import BuildOptions
+
+    base = BuildOptions.parse({"teacher": str(tiny_teacher_dir)}).to_config()
+    first, copy, other = tmp_path / "a.safetensors", tmp_path / "b.safetensors", tmp_path / "c"
+    first.write_bytes(b"body one")
+    copy.write_bytes(b"body one")
+    other.write_bytes(b"body two")
+
+    def key(body):
+        config = BuildOptions.parse(
+            {"teacher": str(tiny_teacher_dir), "student_body": body}
+        ).to_config()
+        assert config.student.body == body
+        return build_key("s", config)
+
+    assert key(str(first)) == key(str(copy))
+    assert key(str(first)) != key(str(other))
+    assert key(str(first)) != build_key("s", base)
+    missing = dataclasses.replace(base.student, body=str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="missing: no such file"):
+        build_key("s", dataclasses.replace(base, student=missing))
+
+
 def test_run_builds_every_scenario_then_skips_them(home, tmp_path, tiny_teacher_dir):
     recipe = write_recipe(tmp_path / "r", tiny_teacher_dir)
     first = run_recipe(recipe, RunOptions(threads=1))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from modelfab.bench.fewshot import (
+    BODY_EPOCHS,
     METHODS,
     SHOTS,
     STUDENT_EMA,
@@ -190,6 +193,9 @@ def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_l
     assert seen["config"].ema_decay == STUDENT_EMA
     student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(ema=0.99))
     assert seen["config"].ema_decay == 0.99
+    assert seen["config"].body is None  # no body given: the teacher's own lower layers
+    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, body=Path("b.safetensors"))
+    assert seen["config"].body == "b.safetensors"
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -353,6 +359,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread)
     assert by_method["student"]["layers"] == STUDENT_LAYERS
     assert by_method["student"]["lr"] == STUDENT_LR == 1e-4
     assert by_method["student"]["epochs"] == STUDENT_EPOCHS == 3
+    assert by_method["student"]["body_epochs"] == 0  # no body given
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
@@ -435,11 +442,12 @@ def test_a_curve_only_run_measures_the_first_seed_and_the_student_only(monkeypat
     monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
     calls = []
 
-    def run_facet(f, seed, teacher, methods, curve, student):
+    def run_facet(f, seed, teacher, methods, curve, student, body):
         calls.append((seed, methods, curve))
         return [rec("student", 0.9, shots=16) | {"scenario": "debian-use", "seed": seed}]
 
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
+    monkeypatch.setattr(fewshot, "student_body", lambda *a: (None, {}))
     out = tmp_path / "out"
     out.mkdir()
     kept = [rec(m, 0.5) | {"scenario": "debian-use", "seed": s} for m in METHODS for s in (0, 1)]
@@ -621,23 +629,32 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
     monkeypatch.setattr(fewshot, "load_facet", lambda d, facet, seed, t, c: (facet, seed))
     record = {"labels_per_class": SHOTS, "method": "head", "macro_f1": 0.5, "train_wall_s": 1.0}
 
-    lrs = []
+    lrs, bodies = [], []
 
-    def run_facet(f, seed, teacher, methods, curve, student):
+    def run_facet(f, seed, teacher, methods, curve, student, body):
         lrs.append(student)
+        bodies.append(body)
         return [{**record, "scenario": f"debian-{f[0]}", "seed": seed}]
 
+    def student_body(teacher, dataset_id, methods, student, home):
+        if "student" not in methods:
+            return None, {}
+        return Path("b.safetensors"), {"student_body": "k", "student_body_reused": False}
+
     monkeypatch.setattr(fewshot, "run_facet", run_facet)
+    monkeypatch.setattr(fewshot, "student_body", student_body)
     out = tmp_path / "out"
-    setting = StudentSetting(1e-4, 3, 5, 0.99)
+    setting = StudentSetting(1e-4, 3, 5, 0.99, 2)
     fewshot.run(out, ("use",), (0, 1), ("head", "student"), False, setting)
     assert [cfg.precision for cfg in loaded] == ["fp32"]
     assert lrs == [setting] * 2
+    assert bodies == [Path("b.safetensors")] * 2
     payload = json.loads((tmp_path / "out" / "fewshot.json").read_text())
     runs = payload["meta"]["runs"]
     assert [
         (m["student_lr"], m["student_layers"], m["student_epochs"], m["student_ema"]) for m in runs
     ] == [(1e-4, 3, 5, 0.99)]
+    assert [(m["student_body_epochs"], m["student_body"]) for m in runs] == [(2, "k")]
     stored = payload["records"]
     assert sorted((r["scenario"], r["seed"]) for r in stored) == [
         ("debian-use", 0),
@@ -646,7 +663,8 @@ def test_run_loads_the_teacher_in_fp32_and_writes_each_facet(monkeypatch, tmp_pa
     fewshot.run(out, ("use",), (0,), methods=("head",), curve=False)  # no student, no lr
     (only,) = json.loads((out / "fewshot.json").read_text())["meta"]["runs"]
     assert only["methods"] == ["head"] and "student_lr" not in only
-    assert "student_layers" not in only
+    assert "student_layers" not in only and "student_body" not in only
+    assert bodies[-1] is None
 
 
 def test_a_facet_holds_a_pool_of_9000_texts_and_the_seed_splits_it(monkeypatch, tmp_path):
@@ -666,3 +684,87 @@ def test_a_facet_holds_a_pool_of_9000_texts_and_the_seed_splits_it(monkeypatch, 
     f = fewshot.load_facet("d", "use", 2, teacher=None, cache=None)
     assert f.name == "debian-use" and f.classes == ["a"]
     assert [(s.unlabeled_pool, s.seed, s.name) for s in specs] == [(9000, 2, "debian-use")]
+
+
+def test_the_environment_sets_a_trial_students_body(monkeypatch):
+    from modelfab.bench import fewshot
+    from modelfab.errors import InputError
+
+    calls = []
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: calls.append(k["student"]) or {})
+    fewshot.main({})
+    fewshot.main({"FEWSHOT_STUDENT_BODY": "0"})
+    fewshot.main({"FEWSHOT_STUDENT_BODY": "6"})
+    assert [c.body_epochs for c in calls] == [BODY_EPOCHS, 0, 6]
+    for bad in ("-1", "x", "1.5", ""):
+        with pytest.raises(InputError, match="FEWSHOT_STUDENT_BODY must be a whole number >= 0"):
+            fewshot.main({"FEWSHOT_STUDENT_BODY": bad})
+    assert len(calls) == 3
+
+
+def test_the_body_corpus_leaves_out_every_source_with_a_bench_facet_tag():
+    """A package of a source that has a package tagged in any bench facet never enters the body's
+    corpus, tagged or not (its text may be a near-copy of a test text); other facets' tags and
+    untagged packages of other sources do."""
+    import pandas as pd
+
+    from modelfab.bench.fewshot import body_corpus
+
+    frame = pd.DataFrame(
+        {
+            "package": ["a1", "a2", "b1", "c1", "d1", "e1"],
+            "source": ["a", "a", "b", "c", "d", "e"],
+            "summary": ["A one", "A two", "B one", "C one", "D one", " "],
+            "description": ["about a", "", "about b", None, "about d", "only text"],
+            "tags": [
+                ["use::editing"],
+                None,  # untagged, but its source "a" has a use:: package
+                ["game::puzzle", "field::biology"],
+                ["game::puzzle"],
+                [],
+                None,
+            ],
+        }
+    )
+    assert body_corpus(frame) == ["C one", "D one\nabout d", "only text"]
+
+
+def test_the_students_body_is_distilled_once_over_the_corpus_for_the_run(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from modelfab.bench import fewshot
+    from modelfab.distill.body import Body, BodyConfig
+
+    asked = []
+
+    class Store:
+        def __init__(self, root):
+            self.root = root
+
+        def get(self, teacher, texts, config):
+            asked.append((self.root, texts, config))
+            return Body(tmp_path / "k.safetensors", "k", {"texts": 2, "wall_s": 9.5})
+
+    monkeypatch.setattr(fewshot, "BodyStore", Store)
+    monkeypatch.setattr(fewshot, "DatasetStore", lambda home: SimpleNamespace(load=lambda d: d))
+    monkeypatch.setattr(fewshot, "body_corpus", lambda frame: [f"text of {frame}"])
+    teacher = SimpleNamespace(config=SimpleNamespace(max_length=48))
+    path, meta = fewshot.student_body(teacher, "d", ("head", "student"), StudentSetting(), tmp_path)
+    assert path == tmp_path / "k.safetensors"
+    assert asked == [
+        (
+            tmp_path / "cache" / "bodies",
+            ["text of d"],
+            BodyConfig(layers=STUDENT_LAYERS, max_length=48, epochs=BODY_EPOCHS),
+        )
+    ]
+    assert meta == {
+        "student_body": "k",
+        "student_body_texts": 2,
+        "student_body_wall_s": 9.5,
+        "student_body_reused": False,
+    }
+    assert fewshot.student_body(teacher, "d", ("head",), StudentSetting(), tmp_path) == (None, {})
+    no_body = StudentSetting(body_epochs=0)
+    assert fewshot.student_body(teacher, "d", ("student",), no_body, tmp_path) == (None, {})
+    assert len(asked) == 1

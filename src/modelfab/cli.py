@@ -199,6 +199,10 @@ def build(
         int, typer.Option(help="tokens a transformer student reads")
     ] = 32,
     epochs: Annotated[int, typer.Option(help="transformer student epochs (at least)")] = 3,
+    student_body: Annotated[
+        str | None,
+        typer.Option(help="start the transformer student from this body (`modelfab body`)"),
+    ] = None,
     compress: Annotated[
         bool, typer.Option(help="also build layer-dropped, pruned and other-precision variants")
     ] = True,
@@ -242,6 +246,7 @@ def build(
             "layers": layers,
             "student_max_length": student_max_length,
             "epochs": epochs,
+            "student_body": student_body,
             "compress": compress,
             "max_latency_ms": max_latency_ms,
             "max_size_mb": max_size_mb,
@@ -257,6 +262,32 @@ def build(
     out.print(rich_table(result.records))
     out.print(f"chosen: {result.choice.get('chosen_variant')}: {result.choice.get('reason')}")
     out.print(f"bundle: {result.bundle}", soft_wrap=True)
+
+
+@app.command("body")
+def body_cmd(
+    corpus: Annotated[Path, typer.Argument(help="unlabeled texts: a jsonl, csv or parquet file")],
+    fields: Annotated[str, typer.Option(help="text fields, comma-separated")] = "text",
+    format: Annotated[str | None, typer.Option(help="jsonl, csv or parquet")] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="local HF model directory (default: all-MiniLM-L6-v2)")
+    ] = None,
+    layers: Annotated[int, typer.Option(help="the student's layers")] = 2,
+    max_length: Annotated[int, typer.Option(help="tokens per text")] = 64,
+    epochs: Annotated[int, typer.Option(help="passes over the corpus")] = 3,
+    max_texts: Annotated[int, typer.Option(help="a seeded sample of a larger corpus")] = 50_000,
+) -> None:
+    """Distill a student body from the teacher over unlabeled texts, once for every scenario;
+    `modelfab build --student-body PATH` (or a recipe's `build: {student_body: PATH}`) starts
+    the transformer student from it."""
+    from modelfab.distill.body import BodyConfig
+    from modelfab.pipeline.api import distill_body
+
+    config = BodyConfig(layers=layers, max_length=max_length, epochs=epochs, max_texts=max_texts)
+    body = distill_body(corpus, _csv(fields) or [], config, teacher=teacher, fmt=format)
+    how = "reused" if body.reused else f"distilled in {body.meta.get('wall_s')} s"
+    out.print(f"body {body.key[:12]} ({body.meta.get('texts')} texts, {how})")
+    out.print(f"path: {body.path}", soft_wrap=True)
 
 
 @recipe_app.command("check")

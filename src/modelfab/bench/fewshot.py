@@ -55,9 +55,10 @@ from modelfab.adapt.base import AdaptData
 from modelfab.adapt.select import adapt, resolve
 from modelfab.atomic import write_text
 from modelfab.bench.hardware import fingerprint
-from modelfab.bench.suite import facet_spec
-from modelfab.data.scenario import materialize
+from modelfab.bench.suite import TEXT_FIELDS, facet_spec
+from modelfab.data.scenario import MAX_TEXT_CHARS, materialize, texts_of
 from modelfab.data.versions import DatasetStore
+from modelfab.distill.body import BodyConfig, BodyStore
 from modelfab.distill.transformer import TransformerStudentConfig
 from modelfab.errors import InputError
 from modelfab.labels import active
@@ -82,6 +83,7 @@ BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
 STUDENT_LR = 1e-4  # the student's body learning rate, not the build's 3e-4 (`student_f1`)
 STUDENT_EPOCHS = 3  # the build's floor, without its 700-step minimum (`student_f1`)
 STUDENT_EMA = 0.995  # the decay of the student's weight average, about 200 steps (`student_f1`)
+BODY_EPOCHS = 3  # of the body every student starts from (`body_corpus`, `student_f1`); 0: none
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
 
@@ -95,6 +97,7 @@ class StudentSetting:
     layers: int = STUDENT_LAYERS
     epochs: int = STUDENT_EPOCHS
     ema: float = STUDENT_EMA
+    body_epochs: int = BODY_EPOCHS
 
     def meta(self) -> dict[str, float | int]:
         return {
@@ -102,7 +105,14 @@ class StudentSetting:
             "student_layers": self.layers,
             "student_epochs": self.epochs,
             "student_ema": self.ema,
+            "student_body_epochs": self.body_epochs,
         }
+
+    def body_config(self, max_length: int) -> BodyConfig | None:
+        """The body the students start from, or None (the teacher's own lower layers)."""
+        if not self.body_epochs:
+            return None
+        return BodyConfig(layers=self.layers, max_length=max_length, epochs=self.body_epochs)
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
@@ -219,6 +229,19 @@ def unlabeled(f: Facet, idx: np.ndarray) -> tuple[list[str], np.ndarray]:
     return texts, x
 
 
+def body_corpus(frame) -> list[str]:
+    """The texts the students' body is distilled over (`distill.body`): every Debian package of
+    a source none of whose packages carries a tag of a bench facet (46,424 distinct texts). No
+    test text of any facet is in it, nor a near-copy from the same source, and no label is read
+    beyond which sources to leave out; one body serves every facet and seed."""
+    prefixes = tuple(f"{facet}::" for facet in FACETS)
+    tagged = frame["tags"].map(
+        lambda tags: isinstance(tags, list) and any(str(t).startswith(prefixes) for t in tags)
+    )
+    keep = ~frame["source"].isin(set(frame.loc[tagged, "source"]))
+    return texts_of(frame[keep], TEXT_FIELDS, MAX_TEXT_CHARS)
+
+
 def student_f1(
     f: Facet,
     adapter,
@@ -226,6 +249,7 @@ def student_f1(
     teacher,
     seed: int,
     setting: StudentSetting = StudentSetting(),
+    body: Path | None = None,
 ) -> float:
     """Test macro-F1 of a 2-layer transformer student distilled from `adapter` over the labeled
     rows and the unlabeled texts (`unlabeled`) as `setting` says: the body learning rate
@@ -346,6 +370,7 @@ def student_f1(
         min_steps=0,
         lr=setting.lr,
         ema_decay=setting.ema,
+        body=str(body) if body is not None else None,
         seed=seed,
         max_length=teacher.config.max_length,
     )
@@ -451,6 +476,7 @@ def run_facet(
     curve: bool | str,
     draws: int = AL_DRAWS,
     student: StudentSetting = StudentSetting(),
+    body: Path | None = None,
 ) -> list[dict]:
     rng = np.random.default_rng(seed)
     few = per_class(f.y["train"], SHOTS, rng)
@@ -508,7 +534,7 @@ def run_facet(
             wall += encode_s
         add("teacher", test_f1_of(head, f, teacher), wall, shots, strategy=head.name)
         if "student" in methods:
-            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, student)
+            s_f1, s_wall = timed(student_f1, f, head, idx, teacher, seed, student, body)
             add(
                 "student",
                 s_f1,
@@ -518,6 +544,7 @@ def run_facet(
                 lr=student.lr,
                 epochs=student.epochs,
                 ema=student.ema,
+                body_epochs=student.body_epochs if body is not None else 0,
             )
     if "active" in methods:
         for method, shots, f1, extra in active_records(f, few, seed, draws):
@@ -710,13 +737,14 @@ def run(
     payload: dict = json.loads(path.read_text()) if path.is_file() else {}
     if curve == "only":
         seeds, methods = seeds[:1], tuple(m for m in methods if m == "student")
+    body, body_meta = student_body(teacher, version.id, methods, student, home)
     for facet in track_items(list(facets), "few-shot facets"):
         started = time.time()
         records: list[dict] = []
         for seed in seeds:
             f = load_facet(version.id, facet, seed, teacher, cache)
             first = curve if seed == seeds[0] else False
-            records += run_facet(f, seed, teacher, methods, first, student=student)
+            records += run_facet(f, seed, teacher, methods, first, student=student, body=body)
         run_meta = {
             "scenarios": sorted({r["scenario"] for r in records}),
             "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -727,10 +755,30 @@ def run(
             "curve": curve,
         }
         if "student" in methods:
-            run_meta |= student.meta()
+            run_meta |= student.meta() | body_meta
         payload = merge(payload, records, run_meta)
         _write(out_dir, payload)
     return payload
+
+
+def student_body(
+    teacher, dataset_id: str, methods: tuple[str, ...], student: StudentSetting, home: Path
+) -> tuple[Path | None, dict]:
+    """(the body every student of the run starts from, what the run meta says of it): distilled
+    over `body_corpus` once and kept in the body store, so later runs reuse it; its one-off
+    wall time is in the meta of the run that distilled it, not in any student's record."""
+    config = student.body_config(teacher.config.max_length)
+    if "student" not in methods or config is None:
+        return None, {}
+    texts = body_corpus(DatasetStore(home).load(dataset_id))
+    body = BodyStore(home / "cache" / "bodies").get(teacher, texts, config)
+    meta = {
+        "student_body": body.key,
+        "student_body_texts": body.meta.get("texts"),
+        "student_body_wall_s": body.meta.get("wall_s"),
+        "student_body_reused": body.reused,
+    }
+    return body.path, meta
 
 
 def _write(out_dir: Path, payload: dict) -> None:
@@ -803,6 +851,9 @@ def main(env: Mapping[str, str]) -> dict:
             lambda v: 0 <= v < 1,
             "a number in [0, 1)",
         ),
+        body_epochs=_whole(
+            "FEWSHOT_STUDENT_BODY", env.get("FEWSHOT_STUDENT_BODY"), BODY_EPOCHS, least=0
+        ),
     )
     if env.get("FEWSHOT_RENDER"):  # re-render the existing results, measure nothing
         return render(Path(out or "bench-results"))
@@ -822,11 +873,12 @@ def _curve(text: str) -> bool | str:
     return "only" if text == "only" else text == "1"
 
 
-def _whole(name: str, text: str | None, default: int) -> int:
+def _whole(name: str, text: str | None, default: int, least: int = 1) -> int:
     if text is None:
         return default
-    if not text.isdigit() or int(text) < 1:
-        raise InputError(f"{name} must be a positive whole number; got {text!r}")
+    if not text.isdigit() or int(text) < least:
+        what = "a positive whole number" if least == 1 else f"a whole number >= {least}"
+        raise InputError(f"{name} must be {what}; got {text!r}")
     return int(text)
 
 

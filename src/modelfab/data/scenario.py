@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from modelfab.data.splitting import group_stratified_assign
 from modelfab.errors import InputError, validated
 
+MAX_TEXT_CHARS = 2000  # a text's default length cap, in characters
+
 
 class DerivedLabel(BaseModel):
     """The label is the one tag of a debtags facet: facet "interface" + "interface::x11" -> x11."""
@@ -88,7 +90,7 @@ class ScenarioSpec(BaseModel):
     # Rows a person labeled through `modelfab labels queue/answers`: always in train (never
     # hidden by labels_per_class), outside the split draw, so the rest keeps its split.
     answered_rows: list[int] = Field(default_factory=list)
-    max_text_chars: int = Field(default=2000, ge=1)
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
 
     @model_validator(mode="after")
     def _one_label(self) -> ScenarioSpec:
@@ -119,7 +121,7 @@ class ScenarioData:
     test: pd.DataFrame
     unlabeled: pd.DataFrame
     classes: list[str]
-    max_text_chars: int = 2000
+    max_text_chars: int = MAX_TEXT_CHARS
 
 
 LABELED = ["text", "label", "group", "row_id"]
@@ -170,12 +172,15 @@ def _as_text(series: pd.Series) -> pd.Series:
     return series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
 
 
+def texts_of(df: pd.DataFrame, fields: list[str], max_chars: int) -> list[str]:
+    """Each row's text: its non-empty `fields`, stripped, one per line, cut at `max_chars`."""
+    parts = [_as_text(df[f]).str.strip() for f in fields]
+    return ["\n".join(p for p in row if p)[:max_chars] for row in zip(*parts, strict=True)]
+
+
 def _rows(spec: ScenarioSpec, df: pd.DataFrame) -> pd.DataFrame:
     """text, label (None where underivable), group, row_id for every source row."""
-    parts = [_as_text(df[f]).str.strip() for f in spec.text_fields]
-    text = [
-        "\n".join(p for p in row if p)[: spec.max_text_chars] for row in zip(*parts, strict=True)
-    ]
+    text = texts_of(df, spec.text_fields, spec.max_text_chars)
     derived = spec.derived_label
     if isinstance(derived, DerivedLabel):
         label = [_facet_label(v, derived.facet) for v in df[derived.field]]

@@ -81,6 +81,14 @@ def _agreement(model: nn.Module, ids, rows, pad_id: int, data: DistillData) -> f
     return float(f1_score(target, pred, average="macro"))
 
 
+def warmup_linear(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first 5 % of `total` steps, then linear decay to 0."""
+    warmup = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min((k + 1) / warmup, max(0.0, (total - k) / max(1, total - warmup)))
+    )
+
+
 def pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists to the longest one: (input_ids, attention_mask), int64."""
     width = max(len(x) for x in ids)
@@ -159,10 +167,7 @@ def distill_loop(
     per_epoch = min(len(train_rows), s.max_texts or len(train_rows))
     epochs = s.epochs_for(len(train_rows))
     total = math.ceil(per_epoch / s.batch_size) * epochs
-    warmup = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min((k + 1) / warmup, max(0.0, (total - k) / max(1, total - warmup)))
-    )
+    sched = warmup_linear(opt, total)
     encoder: Any = model.encoder
     head: Any = model.head
     best = -1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -74,6 +75,9 @@ class TransformerStudentConfig:
     alpha: float = 0.7
     freeze_word_embeddings: bool = True  # half of MiniLM's weights; freezing speeds AdamW up
     ema_decay: float = 0.0  # > 0: keep a moving average of the weights (`LoopSettings`)
+    # A body distilled from the teacher once for every scenario (`distill.body`, `modelfab body
+    # distill`): the student starts from it instead of the teacher's own lower layers.
+    body: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +110,10 @@ class TransformerStudent(TokenStudent):
     def fit(self, data: DistillData) -> TransformerStudent:
         cfg = self.config
         backbone: Any = truncated_backbone(self.teacher, cfg.layers)
+        if cfg.body is not None:
+            from modelfab.distill.body import load_body
+
+            load_body(Path(cfg.body), backbone, self.teacher)
         # Same pooling as the teacher, so the student's embedding lives in the teacher's space
         # and the teacher's adapted head is a good starting point for its own head.
         teacher_pool = self.teacher.module

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import lru_cache
+from pathlib import Path
 
 from modelfab import __version__
+from modelfab.errors import InputError
 from modelfab.pipeline.build import variant_id
 from modelfab.pipeline.config import BuildConfig
 
@@ -26,10 +28,25 @@ def teacher_digest(path: str | None) -> str:
     return weights_digest(resolve_model_dir(path))
 
 
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes; InputError when it is missing."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{path}: no such file")
+    digest = hashlib.sha256()
+    with file.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def build_key(scenario_id: str, config: BuildConfig) -> str:
-    """sha256 of the resolved spec fingerprint, the config, the teacher weights and version."""
+    """sha256 of the resolved spec fingerprint, the config, the teacher weights (and the student
+    body's, when one is named: its bytes, not its path) and version."""
     cfg = config.to_dict()
     cfg["teacher"] = {**cfg["teacher"], "path": teacher_digest(config.teacher.path)}
+    if config.student.body is not None:
+        cfg["student"] = {**cfg["student"], "body": file_digest(config.student.body)}
     canonical = json.dumps(
         {"scenario": scenario_id, "config": cfg, "modelfab": __version__},
         sort_keys=True,

@@ -29,6 +29,9 @@ class BuildOptions(BaseModel):
     layers: int = Field(default=2, ge=1)  # transformer student layers
     student_max_length: int = Field(default=32, ge=8, le=512)
     epochs: int = Field(default=3, ge=1)
+    # A student body (`modelfab body`): the transformer student starts from it, not from the
+    # teacher's lower layers; one body serves every scenario of a teacher.
+    student_body: str | None = None
     # Optimizer steps every student trains for at least (None: each family's default).
     min_steps: int | None = Field(default=None, ge=0)
     bag_epochs: int | None = Field(default=None, ge=1)  # bag students (None: their default)
@@ -76,7 +79,10 @@ class BuildOptions(BaseModel):
                 optimizations=(),
             )
         transformer = TransformerStudentConfig(
-            layers=self.layers, epochs=self.epochs, max_length=self.student_max_length
+            layers=self.layers,
+            epochs=self.epochs,
+            max_length=self.student_max_length,
+            body=self.student_body,
         )
         if self.min_steps is not None:
             transformer = dataclasses.replace(transformer, min_steps=self.min_steps)

@@ -77,6 +77,14 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, H) token states -> (B, H): the first token's ("cls") or the mean of real tokens."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
 class PooledEncoder(nn.Module):
     """Backbone + pooling (+ L2 normalisation): (input_ids, attention_mask) -> (B, D)."""
 
@@ -88,12 +96,7 @@ class PooledEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        hidden = hidden.float()  # (B, T, H)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = pool(hidden.float(), attention_mask, self.pooling)
         if self.normalize:
             pooled = nn.functional.normalize(pooled, p=2, dim=-1)
         return pooled
