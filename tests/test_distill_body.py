@@ -119,6 +119,8 @@ def test_body_key_follows_corpus_settings_and_teacher_not_order(teacher):
     key = body_key(teacher, texts, FAST)
     assert body_key(teacher, list(reversed(texts)) + [texts[0]], FAST) == key
     assert body_key(teacher, texts[:2], FAST) != key
+    in_place = BodyConfig(**{**FAST.__dict__, "targets_gib": 0.0})  # where targets live: no
+    assert body_key(teacher, texts, in_place) == key
     assert body_key(teacher, texts, BodyConfig(layers=1, max_length=16)) != key
 
     class Other:
@@ -193,7 +195,12 @@ def test_store_distills_once_and_reuses_the_file(teacher, tiny_text_set, tmp_pat
     assert first.path == store.path(body_key(teacher, texts, config))
     with safe_open(str(first.path), framework="pt") as handle:
         tags = handle.metadata()
-    assert tags == {"format": body_mod.FORMAT, "teacher": teacher.weights_id, "layers": "2"}
+    assert tags == {
+        "format": body_mod.FORMAT,
+        "teacher": teacher.weights_id,
+        "pooling": "mean",
+        "layers": "2",
+    }
     assert json.loads(first.path.with_suffix(".json").read_text())["texts"] == len(set(texts))
 
     def fail(*args, **kwargs):
@@ -208,11 +215,14 @@ def test_store_distills_once_and_reuses_the_file(teacher, tiny_text_set, tmp_pat
         store.get(teacher, texts, config)
 
 
-def test_load_body_checks_file_teacher_and_layers(teacher, trained, tmp_path):
+TAGS = {"format": body_mod.FORMAT, "pooling": "mean", "layers": "2"}
+
+
+def test_load_body_checks_file_teacher_pooling_and_layers(teacher, trained, tmp_path):
     body, _ = trained
     state = {k: v.contiguous() for k, v in body.state_dict().items()}
     good = tmp_path / "body.safetensors"
-    tags = {"format": body_mod.FORMAT, "teacher": teacher.weights_id, "layers": "2"}
+    tags = {**TAGS, "teacher": teacher.weights_id}
     save_file(state, str(good), metadata=tags)
     target = truncated_backbone(teacher, 2)
     load_body(good, target, teacher)
@@ -229,6 +239,14 @@ def test_load_body_checks_file_teacher_and_layers(teacher, trained, tmp_path):
     save_file(state, str(other), metadata={**tags, "teacher": "f" * 64})
     with pytest.raises(InputError, match="another teacher"):
         load_body(other, target, teacher)
+    cls = tmp_path / "cls.safetensors"
+    save_file(state, str(cls), metadata={**tags, "pooling": "cls"})
+    with pytest.raises(InputError, match="with cls pooling"):
+        load_body(cls, target, teacher)
+    short = tmp_path / "short.safetensors"
+    save_file({k: v for k, v in state.items() if "layer.1." not in k}, str(short), tags)
+    with pytest.raises(InputError, match="does not fit this teacher's layers: .*Missing key"):
+        load_body(short, target, teacher)
     with pytest.raises(InputError, match="has 2 layers; the student asks for 3"):
         load_body(good, truncated_backbone(teacher, 3), teacher)
     plain = tmp_path / "plain.safetensors"
@@ -237,13 +255,11 @@ def test_load_body_checks_file_teacher_and_layers(teacher, trained, tmp_path):
         load_body(plain, target, teacher)
 
 
-def test_student_starts_from_the_body(teacher, trained, tiny_texts, tmp_path):
-    """With a learning rate too small to move anything, the fitted student's layers are the
-    body's, not the teacher's."""
-    body, _ = trained
-    path = tmp_path / "body.safetensors"
-    tags = {"format": body_mod.FORMAT, "teacher": teacher.weights_id, "layers": "2"}
-    save_file({k: v.contiguous() for k, v in body.state_dict().items()}, str(path), tags)
+def test_student_starts_from_the_body_the_store_wrote(teacher, tiny_texts, tmp_path):
+    """With a learning rate too small to move anything, the fitted student's layers are those
+    of the body `BodyStore` wrote, not the teacher's."""
+    config = BodyConfig(layers=2, max_length=16, epochs=3, batch_size=8, lr=2e-3)
+    path = BodyStore(tmp_path).get(teacher, tiny_texts[0], config).path
     data = make_distill_data(teacher, *tiny_texts)
     config = TransformerStudentConfig(
         layers=2, epochs=1, min_steps=0, lr=1e-12, head_lr=1e-12, max_length=16, body=str(path)
@@ -256,3 +272,20 @@ def test_student_starts_from_the_body(teacher, trained, tiny_texts, tmp_path):
     assert not np.allclose(
         got[name].numpy(), teacher.module.backbone.state_dict()[name].numpy(), atol=1e-3
     )
+
+
+def test_a_body_deeper_than_the_teacher_is_refused_before_the_teacher_runs(teacher, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the teacher ran")
+
+    monkeypatch.setattr(body_mod, "_Targets", fail)
+    with pytest.raises(InputError, match="1..4"):
+        distill_body(teacher, ["a text"], BodyConfig(layers=5, max_length=16))
+
+
+def test_distillation_leaves_torchs_global_generator_as_it_found_it(teacher):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    distill_body(teacher, ["fun game", "vim editor"], BodyConfig(layers=1, max_length=16))
+    torch.testing.assert_close(torch.rand(3), expected)

@@ -712,10 +712,10 @@ def test_the_body_corpus_leaves_out_every_source_with_a_bench_facet_tag():
 
     frame = pd.DataFrame(
         {
-            "package": ["a1", "a2", "b1", "c1", "d1", "e1"],
-            "source": ["a", "a", "b", "c", "d", "e"],
-            "summary": ["A one", "A two", "B one", "C one", "D one", " "],
-            "description": ["about a", "", "about b", None, "about d", "only text"],
+            "package": ["a1", "a2", "b1", "c1", "d1", "e1", "f1", "g1"],
+            "source": ["a", "a", "b", "c", "d", "e", "f", "g"],
+            "summary": ["A one", "A two", "B one", "C one", "D one", " ", "F", "G"],
+            "description": ["about a", "", "about b", None, "about d", "only text", "", ""],
             "tags": [
                 ["use::editing"],
                 None,  # untagged, but its source "a" has a use:: package
@@ -723,6 +723,8 @@ def test_the_body_corpus_leaves_out_every_source_with_a_bench_facet_tag():
                 ["game::puzzle"],
                 [],
                 None,
+                "game::toys, interface::x11",  # tags as text
+                np.array(["role::program", " works-with::text"]),  # as an array
             ],
         }
     )

@@ -235,10 +235,15 @@ def body_corpus(frame) -> list[str]:
     test text of any facet is in it, nor a near-copy from the same source, and no label is read
     beyond which sources to leave out; one body serves every facet and seed."""
     prefixes = tuple(f"{facet}::" for facet in FACETS)
-    tagged = frame["tags"].map(
-        lambda tags: isinstance(tags, list) and any(str(t).startswith(prefixes) for t in tags)
-    )
-    keep = ~frame["source"].isin(set(frame.loc[tagged, "source"]))
+
+    def tagged(tags: object) -> bool:  # a list (as stored), an array, or "a, b" text
+        if isinstance(tags, str):
+            tags = tags.split(",")
+        elif not isinstance(tags, list | tuple | np.ndarray):
+            return False
+        return any(str(t).strip().startswith(prefixes) for t in tags)
+
+    keep = ~frame["source"].isin(set(frame.loc[frame["tags"].map(tagged), "source"]))
     return texts_of(frame[keep], TEXT_FIELDS, MAX_TEXT_CHARS)
 
 

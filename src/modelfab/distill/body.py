@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
@@ -104,7 +104,8 @@ def body_key(teacher: Any, texts: list[str], config: BodyConfig) -> str:
         "teacher": teacher.weights_id,
         "pooling": teacher.module.pooling,
         "precision": teacher.config.precision,
-        "config": asdict(config),
+        # targets_gib decides where the teacher's targets live, not what the body learns
+        "config": {k: v for k, v in asdict(config).items() if k != "targets_gib"},
     }
     digest.update(json.dumps(spec, sort_keys=True).encode())
     for text in corpus(texts, config):
@@ -170,14 +171,36 @@ def distill_body(teacher: Any, texts: list[str], config: BodyConfig) -> tuple[nn
     from modelfab.distill.transformer import truncated_backbone
 
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
+    body: Any = truncated_backbone(teacher, config.layers)  # checks the depth before any work
+    body.embeddings.word_embeddings.weight.requires_grad_(False)
     rng = np.random.default_rng(config.seed)
     rows_text = corpus(texts, config)
     ids = teacher.tokenizer(rows_text, truncation=True, max_length=config.max_length)["input_ids"]
     teacher.module.eval()
     targets = _Targets(teacher, ids, config)
-    body: Any = truncated_backbone(teacher, config.layers)
-    body.embeddings.word_embeddings.weight.requires_grad_(False)
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # dropout draws from torch's global generator: leave it as found
+        torch.manual_seed(config.seed)
+        history = _train(body, teacher, ids, targets, config, rng)
+    record = {
+        "texts": len(rows_text),
+        "history": history,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "targets": "in memory" if targets.table is not None else "recomputed per batch",
+    }
+    return body, record
+
+
+def _train(
+    body: Any,
+    teacher: Any,
+    ids: list[list[int]],
+    targets: _Targets,
+    config: BodyConfig,
+    rng: np.random.Generator,
+) -> list[dict]:
+    """Train `body` in place on `targets`; each epoch's mean token and pooled loss."""
     opt = adamw([p for p in body.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.01)
     lengths = np.array([len(x) for x in ids])
     total = math.ceil(len(ids) / config.batch_size) * config.epochs
@@ -206,43 +229,50 @@ def distill_body(teacher: Any, texts: list[str], config: BodyConfig) -> tuple[nn
                 {"epoch": epoch + 1, "token_loss": token_mean, "pooled_loss": pooled_mean}
             )
     body.eval()
-    record = {
-        "texts": len(rows_text),
-        "history": history,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "targets": "in memory" if targets.table is not None else "recomputed per batch",
-    }
-    return body, record
+    return history
 
 
-def load_body(path: Path, backbone: nn.Module, teacher: Any) -> None:
-    """Load the body at `path` into `backbone` (a `truncated_backbone` of `teacher`), in place;
-    InputError when the file is missing or unreadable, comes from another teacher, or holds
-    another number of layers."""
+def check_body(path: Path, teacher: Any, layers: int) -> None:
+    """InputError unless `path` is a body distilled from `teacher` (same weights and pooling)
+    with `layers` layers; reads the file's header only, so a build checks it before any work."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"student body {path}: no such file (distill one: `modelfab body`)")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-        state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise InputError(f"student body {path}: not a safetensors file ({exc})") from None
     if meta.get("format") != FORMAT:
         raise InputError(f"student body {path}: not a modelfab student body")
-    if meta.get("teacher") != teacher.weights_id:
+    if meta.get("teacher") != teacher.weights_id or meta.get("pooling") != teacher.module.pooling:
         raise InputError(
             f"student body {path} was distilled from another teacher "
-            f"({meta.get('teacher', '?')[:12]}, not {teacher.weights_id[:12]})"
+            f"({meta.get('teacher', '?')[:12]} with {meta.get('pooling')} pooling, not "
+            f"{teacher.weights_id[:12]} with {teacher.module.pooling} pooling)"
         )
-    layers = len(backbone.encoder.layer)  # type: ignore[union-attr, arg-type]
     if meta.get("layers") != str(layers):
         raise InputError(
             f"student body {path} has {meta.get('layers')} layers; the student asks for {layers}"
         )
-    backbone.load_state_dict(state)
+
+
+def load_body(path: Path, backbone: nn.Module, teacher: Any) -> None:
+    """Load the body at `path` into `backbone` (a `truncated_backbone` of `teacher`), in place,
+    after `check_body`; InputError when its tensors do not fit the backbone.
+
+    The body stands in for the teacher's lower layers as they were before adaptation: after
+    contrastive tuning (upper half only) they are the same, after "finetune" or "lora" the
+    student gives up their tuned copies and learns the tuned teacher from the body instead."""
+    layers = len(backbone.encoder.layer)  # type: ignore[union-attr, arg-type]
+    check_body(path, teacher, layers)
+    try:
+        backbone.load_state_dict(load_file(str(path)))
+    except (RuntimeError, SafetensorError) as exc:
+        detail = " ".join(str(exc).split())[:300]  # one line: which keys are missing or odd
+        raise InputError(
+            f"student body {path} does not fit this teacher's layers: {detail}"
+        ) from None
 
 
 class BodyStore:
@@ -262,8 +292,14 @@ class BodyStore:
             return Body(path, key, json.loads(record.read_text()), reused=True)
         body, meta = distill_body(teacher, texts, config)
         meta = {"config": asdict(config), "teacher": teacher.weights_id, **meta}
-        tags = {"format": FORMAT, "teacher": teacher.weights_id, "layers": str(config.layers)}
-        state = {k: v.detach().contiguous() for k, v in body.state_dict().items()}
+        tags = {
+            "format": FORMAT,
+            "teacher": teacher.weights_id,
+            "pooling": teacher.module.pooling,
+            "layers": str(config.layers),
+        }
+        # clones: safetensors refuses tensors that share memory (tied weights)
+        state = {k: v.detach().clone().contiguous() for k, v in body.state_dict().items()}
         self.root.mkdir(parents=True, exist_ok=True)
         write_bytes(path, save(state, metadata=tags))
         write_text(record, json.dumps(meta, indent=2))  # last: a body without one is redone

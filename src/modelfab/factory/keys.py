@@ -16,6 +16,7 @@ from pathlib import Path
 
 from modelfab import __version__
 from modelfab.errors import InputError
+from modelfab.export.manifest import sha256_file
 from modelfab.pipeline.build import variant_id
 from modelfab.pipeline.config import BuildConfig
 
@@ -30,14 +31,9 @@ def teacher_digest(path: str | None) -> str:
 
 def file_digest(path: str) -> str:
     """sha256 of a file's bytes; InputError when it is missing."""
-    file = Path(path)
-    if not file.is_file():
+    if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
-    digest = hashlib.sha256()
-    with file.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(Path(path))
 
 
 def build_key(scenario_id: str, config: BuildConfig) -> str:

@@ -30,6 +30,7 @@ from modelfab.bench.results import bench_rows, with_flops_fractions
 from modelfab.data.scenario import ScenarioData, ScenarioSpec, class_indices, materialize
 from modelfab.data.versions import DatasetStore
 from modelfab.distill.base import DistillData
+from modelfab.distill.body import check_body
 from modelfab.distill.transformer import SequenceClassifier
 from modelfab.errors import InputError
 from modelfab.export.bundle import export_bundle
@@ -177,6 +178,8 @@ def _build(scenario, spec, data, config, registry, run_id, workspace, home, key)
         transformer = "transformer" in config.students.families
         if transformer and config.student.layers > teacher.n_layers:
             raise InputError(f"student layers must be in 1..{teacher.n_layers} for this teacher")
+        if transformer and config.student.body is not None:
+            check_body(Path(config.student.body), teacher, config.student.layers)
         cache = FeatureCache(home / "cache" / "features")
         all_texts = texts["train"] + texts["val"] + texts["test"] + pool
         feats, stats = cache.encode(teacher, all_texts, label=name)
