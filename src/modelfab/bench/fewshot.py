@@ -83,7 +83,7 @@ BENCH_PRECISION = "fp32"  # the teacher's, pinned (see `run`)
 STUDENT_LR = 1e-4  # the student's body learning rate, not the build's 3e-4 (`student_f1`)
 STUDENT_EPOCHS = 3  # the build's floor, without its 700-step minimum (`student_f1`)
 STUDENT_EMA = 0.995  # the decay of the student's weight average, about 200 steps (`student_f1`)
-BODY_EPOCHS = 3  # of the body every student starts from (`body_corpus`, `student_f1`); 0: none
+BODY_EPOCHS = 6  # of the body every student starts from (`body_corpus`, `student_f1`); 0: none
 AL_DRAWS = 10  # selection draws per seed and strategy: one random draw is too noisy a baseline
 T = TypeVar("T")
 
