@@ -345,8 +345,9 @@ def student_f1(
     scored 0.516, hashed-ngram 0.546 and this student 0.655.
     A tuned adapter labels the texts with its own features, which the student's embedding is
     also pulled towards; contrastive tuning leaves the lower half of the body frozen, so the
-    student's 2 layers are the teacher's own. These choices were made on the bench's test split
-    (one to three seeds), so the student's figure is slightly optimistic."""
+    student's 2 layers are the teacher's own, or with `body` (`student_body`) the body's, which
+    started as them. These choices were made on the bench's test split (one to three seeds), so
+    the student's figure is slightly optimistic."""
     from modelfab.distill.base import DistillData
     from modelfab.distill.transformer import TransformerStudent
     from modelfab.pipeline.variants import student_source
