@@ -524,6 +524,16 @@ def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
         fewshot.main({"FEWSHOT_CURVE": "yes"})
 
 
+def test_the_bench_entry_point_reports_a_bad_setting_without_a_traceback(monkeypatch, capsys):
+    from modelfab.bench import fewshot
+
+    monkeypatch.setattr(fewshot, "run", lambda *a, **k: {"summary": {}})
+    assert fewshot.cli({"FEWSHOT_CURVE": "yes"}) == 2
+    assert capsys.readouterr().err == "error: FEWSHOT_CURVE must be 0, 1 or only; got 'yes'\n"
+    assert fewshot.cli({"FEWSHOT_FACETS": "use"}) == 0
+    assert "|" in capsys.readouterr().out
+
+
 def test_the_environment_sets_a_trial_students_learning_rate(monkeypatch):
     from pathlib import Path
 

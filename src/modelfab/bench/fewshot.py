@@ -39,6 +39,7 @@ the results, run by run, measuring nothing: a trial's records once its setting i
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ from modelfab.data.scenario import MAX_TEXT_CHARS, materialize, texts_of
 from modelfab.data.versions import DatasetStore
 from modelfab.distill.body import BodyConfig, BodyStore
 from modelfab.distill.transformer import TransformerStudentConfig
-from modelfab.errors import InputError
+from modelfab.errors import InputError, ModelfabError
 from modelfab.labels import active
 from modelfab.labels.quality import flip_recall, label_issues, out_of_sample_probs
 from modelfab.pipeline.api import import_data
@@ -902,8 +903,19 @@ def _number(
     return value
 
 
+def cli(env: Mapping[str, str]) -> int:
+    """`python -m modelfab.bench.fewshot`: the summary table, or a bad FEWSHOT_* value's message
+    on stderr and its exit code."""
+    try:
+        summary = main(env)["summary"]
+    except ModelfabError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return exc.exit_code
+    sys.stdout.write(markdown(summary))
+    return 0
+
+
 if __name__ == "__main__":
     import os
-    import sys
 
-    sys.stdout.write(markdown(main(os.environ)["summary"]))
+    sys.exit(cli(os.environ))
