@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,68 +135,138 @@ def test_active_records_hold_the_mean_of_the_draws_and_each_draw(monkeypatch):
     assert out[0][3]["strategy"] == "balanced"  # the strategy a build's queue uses
 
 
+class FakeStudent:
+    """Stands in for TransformerStudent: records each config and distill set, predicts 0, 1, ..."""
+
+    seen: list = []
+
+    def __init__(self, teacher, config):
+        self.seen.append({"config": config})
+
+    def fit(self, data):
+        self.seen[-1]["n_texts"] = len(data.texts)
+        return self
+
+    def predict_logits(self, texts):
+        return np.eye(2)[np.arange(len(texts)) % 2]
+
+
+class GapAdapter:
+    """Logits -50 / +50 on the 2 labeled rows and -gap/2 / +gap/2 (a spread of gap/2) on the
+    unlabeled ones."""
+
+    def __init__(self, pool_gap: float = 0.0):
+        self.pool_gap = pool_gap
+
+    def logits(self, x):
+        out = np.tile([-self.pool_gap / 2, self.pool_gap / 2], (len(x), 1))
+        out[:2] = [-50.0, 50.0]
+        return out
+
+    def head(self):
+        import torch
+
+        return torch.nn.Linear(2, 2)
+
+
+class Teacher48:
+    module = object()
+    config = type("C", (), {"max_length": 48})()
+
+
+@pytest.fixture
+def fake_student(monkeypatch):
+    from modelfab.distill import transformer
+
+    monkeypatch.setattr(FakeStudent, "seen", [])
+    monkeypatch.setattr(transformer, "TransformerStudent", FakeStudent)
+    return FakeStudent.seen
+
+
+def two_class_facet() -> Facet:
+    return Facet(
+        "s",
+        ["a", "b"],
+        {"train": [f"t{i}" for i in range(8)], "pool": ["p0", "p1"], "test": ["x", "y"]},
+        {"train": np.zeros((8, 2)), "pool": np.zeros((2, 2))},
+        {"train": np.array([0, 1] * 4), "test": np.array([0, 1])},
+    )
+
+
 def test_bench_student_is_the_builds_for_3_epochs_at_the_teachers_length_and_a_lower_lr(
-    monkeypatch,
+    fake_student,
 ):
     """`student_f1` distills with the build's TransformerStudentConfig except the input length,
     `min_steps` 0 (3 epochs: the build's 700 steps scored lower over the bench; see its
     docstring) and the body learning rate (1e-4). Fails when any of them changes unnoticed."""
-    import torch
-
     from modelfab.bench.fewshot import student_f1
-    from modelfab.distill import transformer
     from modelfab.distill.transformer import TransformerStudentConfig
 
-    seen = {}
-
-    class Fake:
-        def __init__(self, teacher, config):
-            seen["config"] = config
-
-        def fit(self, data):
-            seen["n_texts"] = len(data.texts)
-            return self
-
-        def predict_logits(self, texts):
-            return np.eye(2)[np.arange(len(texts)) % 2]
-
-    class Adapter:
-        def logits(self, x):
-            return np.zeros((len(x), 2))
-
-        def head(self):
-            return torch.nn.Linear(2, 2)
-
-    class Teacher:
-        module = object()
-        config = type("C", (), {"max_length": 48})()
-
-    monkeypatch.setattr(transformer, "TransformerStudent", Fake)
-    y = np.array([0, 1] * 4)
-    texts = [f"t{i}" for i in range(8)]
-    f = Facet(
-        "s",
-        ["a", "b"],
-        {"train": texts, "pool": ["p0", "p1"], "test": ["x", "y"]},
-        {"train": np.zeros((8, 2)), "pool": np.zeros((2, 2))},
-        {"train": y, "test": np.array([0, 1])},
-    )
-    assert student_f1(f, Adapter(), np.array([0, 1]), Teacher(), seed=5) == 1.0
+    f, two, teacher = two_class_facet(), np.array([0, 1]), Teacher48()
+    assert student_f1(f, GapAdapter(), two, teacher, seed=5)[0] == 1.0
     build = TransformerStudentConfig()
-    config = seen["config"]
+    config = fake_student[-1]["config"]
     assert (config.min_steps, config.epochs, config.layers) == (0, build.epochs, STUDENT_LAYERS)
-    assert (config.max_length, config.seed, seen["n_texts"]) == (48, 5, 4)
+    assert (config.max_length, config.seed, fake_student[-1]["n_texts"]) == (48, 5, 4)
     assert (config.lr, build.lr) == (1e-4, 3e-4)  # the bench's body learning rate, not the build's
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(lr=5e-5))
-    assert seen["config"].lr == 5e-5 and seen["config"].layers == STUDENT_LAYERS
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(layers=3, epochs=6))
-    assert (seen["config"].layers, seen["config"].epochs, seen["config"].lr) == (3, 6, STUDENT_LR)
-    assert seen["config"].ema_decay == STUDENT_EMA
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, StudentSetting(ema=0.99))
-    assert seen["config"].ema_decay == 0.99
-    assert seen["config"].body is None  # no body given: the teacher's own lower layers
-    student_f1(f, Adapter(), np.array([0, 1]), Teacher(), 5, body=Path("b.safetensors"))
-    assert seen["config"].body == "b.safetensors"
+    student_f1(f, GapAdapter(), two, teacher, 5, StudentSetting(lr=5e-5))
+    config = fake_student[-1]["config"]
+    assert config.lr == 5e-5 and config.layers == STUDENT_LAYERS
+    student_f1(f, GapAdapter(), two, teacher, 5, StudentSetting(layers=3, epochs=6))
+    config = fake_student[-1]["config"]
+    assert (config.layers, config.epochs, config.lr) == (3, 6, STUDENT_LR)
+    assert config.ema_decay == STUDENT_EMA
+    student_f1(f, GapAdapter(), two, teacher, 5, StudentSetting(ema=0.99))
+    assert fake_student[-1]["config"].ema_decay == 0.99
+    assert fake_student[-1]["config"].body is None  # no body given: the teacher's own layers
+    student_f1(f, GapAdapter(), two, teacher, 5, body=Path("b.safetensors"))
+    assert fake_student[-1]["config"].body is None  # a flat teacher's student: its own layers
+    with_body = StudentSetting(body_epochs=6)
+    student_f1(f, GapAdapter(), two, teacher, 5, with_body, Path("b.safetensors"))
+    assert fake_student[-1]["config"].body == "b.safetensors"
+
+
+def test_a_confident_teachers_student_trains_with_the_confident_setting(fake_student):
+    """`student_f1` measures how far the adapted teacher's logits spread over the unlabeled
+    texts (not the labeled rows) and trains a confident teacher's student with the confident
+    setting (its body included), a flat teacher's with the other; fails when the gate reads the
+    labeled rows, ignores the spread or mixes the two settings."""
+    from modelfab.bench.fewshot import GATED, logit_spread, student_f1
+
+    f, two, teacher, body = two_class_facet(), np.array([0, 1]), Teacher48(), Path("b.st")
+    assert logit_spread(np.array([[-1.0, 1.0], [0.0, 0.0]])) == 0.5
+    flat = GapAdapter(GATED.spread * 2 * 0.9)  # the pool rows' std is gap / 2
+    _, used, spread = student_f1(f, flat, two, teacher, 5, GATED, body)
+    assert spread == pytest.approx(GATED.spread * 0.9)
+    assert used == replace(GATED, confident=None)
+    config = fake_student[-1]["config"]
+    assert (config.lr, config.epochs, config.body) == (STUDENT_LR, STUDENT_EPOCHS, None)
+    sure = GapAdapter(GATED.spread * 2 * 1.1)
+    _, used, spread = student_f1(f, sure, two, teacher, 5, GATED, body)
+    assert spread == pytest.approx(GATED.spread * 1.1) and used == GATED.confident
+    config = fake_student[-1]["config"]
+    assert (config.lr, config.epochs, config.body) == (3e-4, 5, "b.st")
+    assert config.ema_decay == STUDENT_EMA and config.layers == STUDENT_LAYERS
+    _, used, _ = student_f1(f, sure, two, teacher, 5, StudentSetting())
+    assert used == StudentSetting()  # a trial's setting, ungated, trains every student alike
+
+
+def test_the_gated_setting_is_checked_and_names_both_settings_in_the_run_meta():
+    from modelfab.bench.fewshot import GATED
+    from modelfab.errors import InputError
+
+    meta = GATED.meta()
+    assert (meta["student_lr"], meta["student_body_epochs"]) == (STUDENT_LR, 0)
+    assert (meta["student_confident_lr"], meta["student_confident_epochs"]) == (3e-4, 5)
+    assert (meta["student_confident_body_epochs"], meta["student_confident_spread"]) == (6, 0.6)
+    assert "student_confident_spread" not in StudentSetting().meta()
+    config = GATED.body_config(64)  # the run distills the confident setting's body
+    assert (config.epochs, config.layers, config.max_length) == (6, STUDENT_LAYERS, 64)
+    assert StudentSetting().body_config(64) is None
+    with pytest.raises(InputError, match="cannot hold another"):
+        StudentSetting(confident=GATED)
+    with pytest.raises(InputError, match="one student body"):
+        StudentSetting(body_epochs=3, confident=StudentSetting(body_epochs=6))
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):
@@ -337,7 +408,7 @@ def tiny_facet(tiny_teacher_dir, tiny_text_set):
 def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread):
     """The bench's own measuring code, end to end on a tiny teacher: each method gives the
     records the summary reads (a smoke test of the wiring; the figures come from the bench)."""
-    from modelfab.bench.fewshot import run_facet
+    from modelfab.bench.fewshot import GATED, run_facet
 
     facet, teacher = tiny_facet
     methods = ("head", "contrastive", "student", "active", "label-issues")
@@ -360,6 +431,7 @@ def test_run_facet_measures_every_method_on_a_tiny_facet(tiny_facet, one_thread)
     assert by_method["student"]["lr"] == STUDENT_LR == 1e-4
     assert by_method["student"]["epochs"] == STUDENT_EPOCHS == 3
     assert by_method["student"]["body_epochs"] == 0  # no body given
+    assert 0 < by_method["student"]["teacher_spread"] < GATED.spread  # a flat tiny teacher
     assert 0 <= by_method["label-issues"]["flip_recall_top10"] <= 1
     assert {r["labels_per_class"] for r in records if r["method"] == "al-random"} == {16, 24}
     for r in records:
@@ -389,7 +461,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
         (
             "run",
             (Path("bench-results"), fewshot.FACETS),
-            {"curve": True, "student": StudentSetting()},
+            {"curve": True, "student": fewshot.GATED},
         ),
         (
             "run",
@@ -397,7 +469,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student", "active"),
                 "curve": True,
-                "student": StudentSetting(),
+                "student": fewshot.GATED,
             },
         ),
         (
@@ -406,7 +478,7 @@ def test_the_environment_picks_facets_methods_curve_and_output(monkeypatch):
             {
                 "methods": ("student",),
                 "curve": False,
-                "student": StudentSetting(),
+                "student": fewshot.GATED,
             },
         ),
         ("render", (Path("bench-results"),), {}),
@@ -517,7 +589,7 @@ def test_the_environment_adopts_and_picks_the_curve(monkeypatch):
         (
             "run",
             (Path("bench-results"), ("use",)),
-            {"curve": "only", "student": StudentSetting()},
+            {"curve": "only", "student": fewshot.GATED},
         ),
     ]
     with pytest.raises(InputError, match="FEWSHOT_CURVE must be 0, 1 or only; got 'yes'"):
