@@ -267,6 +267,10 @@ def test_the_gated_setting_is_checked_and_names_both_settings_in_the_run_meta():
         StudentSetting(confident=GATED)
     with pytest.raises(InputError, match="one student body"):
         StudentSetting(body_epochs=3, confident=StudentSetting(body_epochs=6))
+    with pytest.raises(InputError, match="one student body"):  # a body per layer count
+        StudentSetting(body_epochs=6, confident=StudentSetting(layers=3, body_epochs=6))
+    one = StudentSetting(body_epochs=6, confident=StudentSetting(lr=3e-4))  # only one body named
+    assert one.body_config(64).epochs == 6
 
 
 def rec(method, f1, wall=None, shots=SHOTS, seed=0, **extra):

@@ -111,7 +111,8 @@ class StudentSetting:
         c = self.confident
         if c is not None and c.confident is not None:
             raise InputError("a confident teacher's student setting cannot hold another")
-        if c is not None and self.body_epochs and c.body_epochs != self.body_epochs:
+        named = {(x.body_epochs, x.layers) for x in (self, c) if x is not None and x.body_epochs}
+        if len(named) > 1:
             raise InputError("one run distills one student body; the two settings name two")
 
     def pick(self, spread: float) -> StudentSetting:
